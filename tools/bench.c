@@ -1,0 +1,159 @@
+// bench: prefill and decode speed of one node, next to the memory bandwidth this machine measures in the same run.
+//   build/bench -m MODEL [-t THREADS] [-p 128] [-n 64] [-r 3] [--json]
+#define TBC_IMPLEMENTATION
+#include "../tbcluster.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: bench -m MODEL [-t THREADS] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-r REPEATS] [--json]\n"
+               "  prints prefill and decode tokens/s, weight bytes read per token, the effective GB/s, and the\n"
+               "  memory read bandwidth measured in the same run (same thread count) with the ratio.\n"
+               "  defaults: -t all CPUs, -p 128, -n 64, -r 3\n");
+}
+
+// ---- memory read bandwidth: threads summing disjoint parts of a buffer much larger than the caches ----
+typedef struct bw_part { const uint64_t *p; size_t n; uint64_t sum; } bw_part;
+
+static void *bw_read(void *arg) {
+    bw_part *b = (bw_part *)arg;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = 0; i + 4 <= b->n; i += 4) { s0 += b->p[i]; s1 += b->p[i + 1]; s2 += b->p[i + 2]; s3 += b->p[i + 3]; }
+    b->sum = s0 + s1 + s2 + s3;
+    return NULL;
+}
+
+static double measure_bandwidth(int threads, size_t bytes) {
+    uint64_t *buf = (uint64_t *)malloc(bytes);
+    if (!buf) return 0;
+    size_t n = bytes / 8;
+    for (size_t i = 0; i < n; i++) buf[i] = i;
+    double best = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        pthread_t th[256];
+        bw_part parts[256];
+        double t0 = now();
+        for (int t = 0; t < threads; t++) {
+            parts[t].p = buf + n / threads * t;
+            parts[t].n = n / threads;
+            pthread_create(&th[t], NULL, bw_read, &parts[t]);
+        }
+        uint64_t sink = 0;
+        for (int t = 0; t < threads; t++) { pthread_join(th[t], NULL); sink += parts[t].sum; }
+        double dt = now() - t0;
+        if (sink == 42) printf(" ");
+        double gbs = (double)bytes / dt / 1e9;
+        if (gbs > best) best = gbs;
+    }
+    free(buf);
+    return best;
+}
+
+int main(int argc, char **argv) {
+    const char *path = NULL;
+    int threads = 0, n_prompt = 128, n_gen = 64, reps = 3, json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        if (!strcmp(a, "--json")) { json = 1; continue; }
+        if (i + 1 >= argc) { fprintf(stderr, "bench: unknown argument or missing value: '%s' (see --help)\n", a); return 2; }
+        const char *v = argv[++i];
+        char *end;
+        long x = strtol(v, &end, 10);
+        int numeric = *v && !*end;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) { path = v; continue; }
+        if (!numeric || x < 0 || x > 100000) { fprintf(stderr, "bench: %s expects a number, got '%s'\n", a, v); return 2; }
+        if (!strcmp(a, "-t") || !strcmp(a, "--threads")) threads = (int)x;
+        else if (!strcmp(a, "-p")) n_prompt = (int)x;
+        else if (!strcmp(a, "-n")) n_gen = (int)x;
+        else if (!strcmp(a, "-r")) reps = x > 0 ? (int)x : 1;
+        else { fprintf(stderr, "bench: unknown argument '%s' (see --help)\n", a); return 2; }
+    }
+    if (!path) { fprintf(stderr, "bench: -m MODEL is required (see --help)\n"); return 2; }
+    if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads > 256) threads = 256;
+    tbc_error err;
+    tbc_model_desc md;
+    memset(&md, 0, sizeof md);
+    md.path = path;
+    md.error = &err;
+    tbc_model *m;
+    if (tbc_model_open(&md, &m) != TBC_OK) { fprintf(stderr, "bench: %s: %s\n", path, err.message); return 1; }
+    tbc_model_info info;
+    tbc_model_get_info(m, &info);
+    tbc_session_desc sd;
+    memset(&sd, 0, sizeof sd);
+    sd.model = m;
+    sd.n_threads = threads;
+    sd.n_ctx = n_prompt + n_gen + 8;
+    sd.n_batch = n_prompt > 0 ? n_prompt : 1;
+    sd.prefault = 1;
+    sd.error = &err;
+    tbc_session *s;
+    double t_load = now();
+    if (tbc_session_create(&sd, &s) != TBC_OK) { fprintf(stderr, "bench: %s\n", err.message); tbc_model_destroy(m); return 1; }
+    t_load = now() - t_load;
+    tbc_shard_info si;
+    tbc_session_shard_info(s, &si);
+    int32_t *toks = (int32_t *)malloc(sizeof(int32_t) * (size_t)(n_prompt + 1));
+    uint64_t x = 12345;
+    for (int i = 0; i < n_prompt; i++) { x = x * 6364136223846793005ull + 1442695040888963407ull; toks[i] = (int32_t)((x >> 33) % (uint64_t)info.n_vocab); }
+    if (n_prompt > 0) toks[0] = info.bos >= 0 ? info.bos : toks[0];
+    double pf_sum = 0, dc_sum = 0;
+    int pf_n = 0, dc_n = 0;
+    for (int rep = -1; rep < reps; rep++) {  // rep -1: warm-up
+        tbc_session_rewind(s, 0);
+        if (n_prompt > 0) {
+            double t0 = now();
+            if (tbc_session_eval(s, toks, n_prompt) != TBC_OK) { fprintf(stderr, "bench: %s\n", tbc_session_last_error(s)->message); return 1; }
+            double dt = now() - t0;
+            if (rep >= 0) { pf_sum += n_prompt / dt; pf_n++; }
+        }
+        int32_t t = info.bos >= 0 ? info.bos : 1;
+        double t0 = now();
+        for (int i = 0; i < n_gen; i++) {
+            if (tbc_session_eval(s, &t, 1) != TBC_OK) { fprintf(stderr, "bench: %s\n", tbc_session_last_error(s)->message); return 1; }
+            const float *lg = tbc_session_logits(s);
+            int32_t b = 0;
+            for (int32_t k = 1; k < info.n_vocab; k++) if (lg[k] > lg[b]) b = k;
+            t = b;
+        }
+        double dt = now() - t0;
+        if (rep >= 0 && n_gen > 0) { dc_sum += n_gen / dt; dc_n++; }
+    }
+    double pf = pf_n ? pf_sum / pf_n : 0, dc = dc_n ? dc_sum / dc_n : 0;
+    double gb_tok = (double)si.streamed_bytes / 1e9;
+    double eff = dc * gb_tok;
+    tbc_session_destroy(s);
+    double bw = measure_bandwidth(threads, (size_t)1 << 30);
+    const char *tn = tbc_type_name(info.main_type);
+    if (json) {
+        printf("{\"model\":\"%s\",\"type\":\"%s\",\"threads\":%d,\"n_prompt\":%d,\"n_gen\":%d,\"prefill_tok_s\":%.3f,"
+               "\"decode_tok_s\":%.3f,\"bytes_per_token\":%llu,\"effective_gb_s\":%.3f,\"memory_gb_s\":%.3f,"
+               "\"ratio\":%.3f}\n", path, tn ? tn : "?", threads, n_prompt, n_gen, pf, dc,
+               (unsigned long long)si.streamed_bytes, eff, bw, bw > 0 ? eff / bw : 0);
+    } else {
+        printf("model        %s (%s, %s, %d layers, dim %d, %.0f MiB)\n", path, info.arch, tn ? tn : "?", info.n_layer,
+               info.n_embd, (double)info.file_bytes / 1048576.0);
+        printf("threads      %d (load %.2f s)\n", threads, t_load);
+        printf("prefill      %8.2f tok/s   (%d tokens, mean of %d)\n", pf, n_prompt, pf_n);
+        printf("decode       %8.2f tok/s   (%d tokens, mean of %d)\n", dc, n_gen, dc_n);
+        printf("weights      %8.1f MB read per decoded token\n", gb_tok * 1e3);
+        printf("effective    %8.2f GB/s    (decode tok/s x bytes per token)\n", eff);
+        printf("memory read  %8.2f GB/s    (measured now, %d threads, 1 GiB buffer)\n", bw, threads);
+        printf("ratio        %8.2f        (effective / measured)\n", bw > 0 ? eff / bw : 0);
+    }
+    free(toks);
+    tbc_model_destroy(m);
+    return 0;
+}
