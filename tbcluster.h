@@ -408,6 +408,7 @@ TBC__DEF const char *tbc_type_name(tbc_type t) { (void)t; return "?"; }
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -1373,7 +1374,9 @@ TBC__DEF tbc_type tbc_model_tensor_type(const tbc_model *m, int64_t i, int64_t n
 
 // >>thread pool
 // Workers spin briefly between jobs (a decode step issues hundreds of small jobs), then sleep on a condition
-// variable when the session is idle.
+// variable when the session is idle. Work is claimed in chunks from one atomic ticket that carries the job number,
+// and the caller waits for chunks to be done, not for workers to check in: a worker the OS has not scheduled
+// (a busy machine) costs nothing, the other threads take its share.
 typedef void (*tbc__task_fn)(void *arg, int64_t begin, int64_t end, int thread);
 
 typedef struct tbc__pool {
@@ -1385,26 +1388,17 @@ typedef struct tbc__pool {
     tbc__task_fn fn;
     void *arg;
     int64_t n_items, chunk;
-    int64_t next;                // atomic: next item to claim
-    int pending;                 // atomic: workers still on the current job
-    uint64_t gen;                // atomic: job generation
+    uint64_t ticket;             // atomic: job number << 32 | next chunk index
+    int64_t done;                // atomic: items finished in the current job
+    uint32_t job;                // the current job number
     int sleeping;                // atomic
-    int stop;
+    int stop;                    // atomic
 } tbc__pool;
 
 typedef struct tbc__worker_arg {
     tbc__pool *pool;
     int index;
 } tbc__worker_arg;
-
-static void tbc__pool_run_items(tbc__pool *p, int thread) {
-    for (;;) {
-        int64_t b = __atomic_fetch_add(&p->next, p->chunk, __ATOMIC_RELAXED);
-        if (b >= p->n_items) break;
-        int64_t e = b + p->chunk < p->n_items ? b + p->chunk : p->n_items;
-        p->fn(p->arg, b, e, thread);
-    }
-}
 
 static void tbc__cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -1414,22 +1408,41 @@ static void tbc__cpu_relax(void) {
 #endif
 }
 
+// Claims and runs chunks of job `job` until none are left (or another job has started).
+static void tbc__pool_run_items(tbc__pool *p, uint32_t job, int thread) {
+    for (;;) {
+        uint64_t t = __atomic_load_n(&p->ticket, __ATOMIC_ACQUIRE);
+        for (;;) {
+            if ((uint32_t)(t >> 32) != job) return;
+            int64_t idx = (int64_t)(t & 0xffffffffu);
+            if (idx * p->chunk >= p->n_items) return;
+            if (__atomic_compare_exchange_n(&p->ticket, &t, t + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
+        }
+        int64_t b = (int64_t)(t & 0xffffffffu) * p->chunk;
+        int64_t e = b + p->chunk < p->n_items ? b + p->chunk : p->n_items;
+        p->fn(p->arg, b, e, thread);
+        __atomic_fetch_add(&p->done, e - b, __ATOMIC_ACQ_REL);
+    }
+}
+
 static void *tbc__worker_main(void *varg) {
     tbc__worker_arg *wa = (tbc__worker_arg *)varg;
     tbc__pool *p = wa->pool;
     int me = wa->index;
-    uint64_t seen = 0;
+    uint32_t seen = 0;
     for (;;) {
-        uint64_t g = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE);
-        if (g == seen) {
+        uint32_t job = (uint32_t)(__atomic_load_n(&p->ticket, __ATOMIC_ACQUIRE) >> 32);
+        if (job == seen && !__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) {
             double t0 = tbc__now();
             int spins = 0;
-            while ((g = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE)) == seen) {
+            while ((job = (uint32_t)(__atomic_load_n(&p->ticket, __ATOMIC_ACQUIRE) >> 32)) == seen &&
+                   !__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) {
                 tbc__cpu_relax();
                 if (++spins % 1024 == 0 && tbc__now() - t0 > 0.002) {
                     pthread_mutex_lock(&p->mu);
                     __atomic_fetch_add(&p->sleeping, 1, __ATOMIC_SEQ_CST);
-                    while ((g = __atomic_load_n(&p->gen, __ATOMIC_SEQ_CST)) == seen)
+                    while ((job = (uint32_t)(__atomic_load_n(&p->ticket, __ATOMIC_SEQ_CST) >> 32)) == seen &&
+                           !__atomic_load_n(&p->stop, __ATOMIC_SEQ_CST))
                         pthread_cond_wait(&p->cv, &p->mu);
                     __atomic_fetch_sub(&p->sleeping, 1, __ATOMIC_SEQ_CST);
                     pthread_mutex_unlock(&p->mu);
@@ -1437,28 +1450,18 @@ static void *tbc__worker_main(void *varg) {
                 }
             }
         }
-        seen = g;
         if (__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) break;
-        tbc__pool_run_items(p, me);
-        __atomic_fetch_sub(&p->pending, 1, __ATOMIC_ACQ_REL);
+        seen = job;
+        tbc__pool_run_items(p, job, me);
     }
     TBC_FREE(wa);
     return NULL;
 }
 
-static void tbc__pool_wake(tbc__pool *p) {
-    if (__atomic_load_n(&p->sleeping, __ATOMIC_SEQ_CST) > 0) {
-        pthread_mutex_lock(&p->mu);
-        pthread_cond_broadcast(&p->cv);
-        pthread_mutex_unlock(&p->mu);
-    }
-}
-
 static void tbc__pool_destroy(tbc__pool *p) {
     if (p->started) {
-        __atomic_store_n(&p->stop, 1, __ATOMIC_RELEASE);
-        __atomic_fetch_add(&p->gen, 1, __ATOMIC_SEQ_CST);
         pthread_mutex_lock(&p->mu);
+        __atomic_store_n(&p->stop, 1, __ATOMIC_SEQ_CST);
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
         for (int i = 0; i < p->started; i++) pthread_join(p->threads[i], NULL);
@@ -1514,12 +1517,21 @@ static void tbc__pool_for(tbc__pool *p, int64_t n_items, int64_t chunk, tbc__tas
     p->arg = arg;
     p->n_items = n_items;
     p->chunk = chunk;
-    __atomic_store_n(&p->next, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&p->pending, p->n_threads - 1, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&p->gen, 1, __ATOMIC_SEQ_CST);
-    tbc__pool_wake(p);
-    tbc__pool_run_items(p, 0);
-    while (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0) tbc__cpu_relax();
+    __atomic_store_n(&p->done, 0, __ATOMIC_RELAXED);
+    uint32_t job = ++p->job;
+    if (job == 0) job = ++p->job;  // 0 is what sleeping workers saw first
+    __atomic_store_n(&p->ticket, (uint64_t)job << 32, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&p->sleeping, __ATOMIC_SEQ_CST) > 0) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+    tbc__pool_run_items(p, job, 0);
+    int spins = 0;
+    while (__atomic_load_n(&p->done, __ATOMIC_ACQUIRE) < n_items) {
+        tbc__cpu_relax();
+        if (++spins % 256 == 0) sched_yield();  // a worker holding a chunk may be waiting for this core
+    }
 }
 
 // >>forward pass

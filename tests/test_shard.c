@@ -38,7 +38,9 @@ static long long resident_bytes(const tbc_model *m) {
 
 static int make_model(const char *path, const char *type) {
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "build/mkmodel --shape tiny --layers 8 --type %s --seed 7 -o %s 2>/dev/null", type, path);
+    // Real-sized layers: on small files the page cache's large folios map in megabytes around each touched page.
+    snprintf(cmd, sizeof cmd, "build/mkmodel --shape tinyllama-1.1b --layers 6 --type %s --seed 7 -o %s 2>/dev/null",
+             type, path);
     return system(cmd) == 0;
 }
 
@@ -112,8 +114,8 @@ static void *rank_main(void *arg) {
 }
 
 int main(void) {
-    const char *path = "build/tests/shard-test-f32.gguf";
-    if (!make_model(path, "f32")) {
+    const char *path = "build/tests/shard-test-q4_0.gguf";
+    if (!make_model(path, "q4_0")) {
         printf("FAIL: build/mkmodel could not write %s (build the tools first: make)\n", path);
         printf("test_shard: 0 passed, 1 failed\n");
         return 1;
@@ -126,21 +128,21 @@ int main(void) {
     tbc_error err;
     tbc_result rc;
 
-    // 1. a pipeline shard: layers 2..4 of 8
+    // 1. a pipeline shard: layers 2..3 of 6
     long long before = resident_bytes(m);
-    tbc_session *s = shard_session(m, 2, 5, 0, 0, 1, &rc, &err);
+    tbc_session *s = shard_session(m, 2, 4, 0, 0, 1, &rc, &err);
     CHECK(rc == TBC_OK, "layer shard: %s", err.message);
     tbc_shard_info si;
     tbc_session_shard_info(s, &si);
     long long after = resident_bytes(m);
     long long grew = after - before;
-    printf("  layers 2-4 of 8: shard %.2f MiB of %.2f MiB weights; mapping resident %.2f MiB\n",
+    printf("  layers 2-3 of 6: shard %.2f MiB of %.2f MiB weights; mapping resident %.2f MiB\n",
            si.weight_bytes / 1048576.0, info.weight_bytes / 1048576.0, grew / 1048576.0);
     if (after >= 0) {
         CHECK(grew >= (long long)(si.weight_bytes * 0.9), "resident %lld < shard %llu", grew, (unsigned long long)si.weight_bytes);
-        CHECK(grew <= (long long)(si.weight_bytes * 1.1) + 512 * 1024, "resident %lld is more than the shard %llu", grew,
+        CHECK(grew <= (long long)(si.weight_bytes * 1.05) + 4 * 1048576, "resident %lld is more than the shard %llu", grew,
               (unsigned long long)si.weight_bytes);
-        CHECK(grew < (long long)info.weight_bytes / 2, "a 3-of-8-layer shard keeps less than half the model resident");
+        CHECK(grew < (long long)info.weight_bytes / 2, "a 2-of-6-layer shard keeps less than half the model resident");
     } else {
         printf("SKIP: no /proc/self/smaps: resident memory not measured\n");
     }
@@ -164,7 +166,7 @@ int main(void) {
            si.weight_bytes / 1048576.0, si.copied_bytes / 1048576.0, grew / 1048576.0);
     if (after >= 0) {
         // the mapped part (row slices, output) is resident; column slices were read with pread, not mapped
-        CHECK(grew <= (long long)(mapped * 1.1) + 512 * 1024, "slice resident %lld > mapped share %llu", grew,
+        CHECK(grew <= (long long)(mapped * 1.05) + 4 * 1048576, "slice resident %lld > mapped share %llu", grew,
               (unsigned long long)mapped);
         CHECK(si.weight_bytes < info.weight_bytes * 0.75, "a half slice holds well under the whole model");
     }
@@ -173,7 +175,7 @@ int main(void) {
     // 3. two slices, computed in two threads and summed, give the single-node logits
     tbc_session *whole = shard_session(m, 0, 0, 0, 0, 0, &rc, &err);
     CHECK(rc == TBC_OK, "whole: %s", err.message);
-    int32_t ids[6] = {1, 72, 101, 108, 108, 111};
+    int32_t ids[6] = {1, 450, 4996, 17354, 1701, 432};
     for (int i = 0; i < 6; i++) tbc_session_eval(whole, &ids[i], 1);
     const float *ref = tbc_session_logits(whole);
     pair_comm pc;
@@ -202,7 +204,8 @@ int main(void) {
         if (d > between) between = d;
     }
     printf("  2 slices summed vs whole model: max |diff| %.2e; between ranks %.2e\n", (double)worst, (double)between);
-    CHECK(worst < 1e-4f, "tensor-parallel logits differ from single node by %g", (double)worst);
+    // Q4_0 activations are quantized per slice as on one node (the same blocks): only float summation order differs
+    CHECK(worst < 1e-3f, "tensor-parallel logits differ from single node by %g", (double)worst);
     CHECK(between == 0, "both ranks hold identical logits");
     for (int r = 0; r < 2; r++) { tbc_session_destroy(rk[r].s); free(rk[r].logits); }
     pthread_barrier_destroy(&pc.bar);
@@ -210,7 +213,7 @@ int main(void) {
     // 4. bad shard requests
     s = shard_session(m, 5, 3, 0, 0, 0, &rc, &err);
     CHECK(rc == TBC_ERR_SHARD && !s, "empty layer range: %s", err.message);
-    s = shard_session(m, 0, 9, 0, 0, 0, &rc, &err);
+    s = shard_session(m, 0, 7, 0, 0, 0, &rc, &err);
     CHECK(rc == TBC_ERR_SHARD && !s, "layer range past the model: %s", err.message);
     s = shard_session(m, 0, 0, 2, 2, 0, &rc, &err);
     CHECK(rc == TBC_ERR_SHARD && !s, "rank outside the slice count: %s", err.message);
