@@ -451,8 +451,6 @@ static tbc_result tbc__map_file(const char *path, tbc__mapping *mp, tbc_error *e
         close(fd);
         return TBC_ERR_IO;
     }
-    // Random access: only the pages of this node's shard are ever touched.
-    madvise(p, (size_t)mp->size, MADV_RANDOM);
     mp->base = (const uint8_t *)p;
     mp->fd = fd;
     return TBC_OK;
@@ -1649,6 +1647,12 @@ static void tbc__split_range(int64_t n, int64_t unit, int parts, int rank, int64
     *e = rank == parts - 1 ? n : hi * unit;
 }
 
+// Asks the kernel to start reading a mapped range (page-aligned outward) in the background.
+static void tbc__will_need(const uint8_t *p, uint64_t n) {
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095;
+    if (n) madvise((void *)a, (size_t)((uintptr_t)p + n - a), MADV_WILLNEED);
+}
+
 static void tbc__touch_pages(const uint8_t *p, uint64_t n) {
     volatile uint8_t sink = 0;
     for (uint64_t i = 0; i < n; i += 4096) sink = (uint8_t)(sink + p[i]);
@@ -1745,13 +1749,17 @@ static tbc_result tbc__session_bind(tbc_session *s, const tbc_session_desc *d, t
     sh->streamed_bytes = wbytes;
     if (sh->has_embeddings && !(sh->has_output && m->output == m->tok_embd))
         sh->streamed_bytes = wbytes - tbc__mat_bytes(&s->embd) + s->embd.ldw;
-    if (d->prefault) {
-        for (int l = 0; l < n_local; l++) {
-            tbc__layer *L = &s->layers[l];
-            const tbc__mat *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    // Start reading the shard from disk now; with prefault, also map every page of it in before the first token.
+    for (int l = 0; l < n_local; l++) {
+        tbc__layer *L = &s->layers[l];
+        const tbc__mat *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7; i++) tbc__will_need(ms[i]->data, tbc__mat_bytes(ms[i]));
+        if (d->prefault)
             for (int i = 0; i < 7; i++) tbc__touch_pages(ms[i]->data, tbc__mat_bytes(ms[i]));
-        }
-        if (sh->has_output) tbc__touch_pages(s->output.data, tbc__mat_bytes(&s->output));
+    }
+    if (sh->has_output) {
+        tbc__will_need(s->output.data, tbc__mat_bytes(&s->output));
+        if (d->prefault) tbc__touch_pages(s->output.data, tbc__mat_bytes(&s->output));
     }
     return TBC_OK;
 }

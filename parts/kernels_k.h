@@ -210,96 +210,199 @@ TBC__K_FN void tbc__quant_q8_K_ref(const float *src, void *dst, int64_t n) {
     }
 }
 
-// ---- weight quantizers (reference quality; used to write test models, never in the forward pass)
+// ---- weight quantizers (used to write test models and by tbc_quantize_row, never in the forward pass)
+// Every sub-block tries TBC__K_NC candidate scales around its range estimate (as llama.cpp's make_qkx2_quants and
+// make_qx_quants do) and keeps the least-squares best. The search runs across candidates, one per SIMD lane, so no
+// float sum is reassociated and every path computes the same sums (the scalar one too, unless FMA-contracted).
+#define TBC__K_NC 16
 
-// Fit x ~= scale*L - mn with L in 0..nmax, mn >= 0 (so 0 is representable): search a few scales around the range,
-// then least-squares refit (scale, offset) for each candidate level assignment; keep the smallest squared error.
-TBC__K_FN void tbc__k_fit_min(const float *x, int n, int nmax, float *scale, float *mn) {
-    float lo = x[0], hi = x[0];
-    for (int i = 1; i < n; i++) { if (x[i] < lo) lo = x[i]; if (x[i] > hi) hi = x[i]; }
-    if (lo > 0.0f) lo = 0.0f;
-    if (hi <= lo) { *scale = 0.0f; *mn = -lo; return; }
-    float best_err = INFINITY, best_a = (hi - lo) / (float)nmax, best_b = lo;
-    for (int is = -10; is <= 10; is++) {
-        float iscale = ((float)nmax + 0.1f * (float)is) / (hi - lo);
-        double sl = 0, sll = 0, sx = 0, slx = 0;
-        for (int i = 0; i < n; i++) {
-            int l = (int)lrintf(iscale * (x[i] - lo));
-            l = l < 0 ? 0 : (l > nmax ? nmax : l);
-            sl += l; sll += (double)l * l; sx += x[i]; slx += (double)l * x[i];
+// For each candidate inverse scale is[j] and each x in x[0..n): level t = clamp(is[j]*(x - lo) + off, 0, top),
+// l = (int)t - sub; adds l, l*l and l*x to sl[j], sll[j], slx[j]. With off = sub + 0.5 truncation rounds to nearest;
+// the clamp comes first, so NaN goes to an end of the range and no out-of-range float is converted.
+TBC__K_FN void tbc__k_cand_sums_ref(const float *x, int n, float lo, float off, float top, float sub, const float *is,
+                                 float *sl, float *sll, float *slx) {
+    for (int i = 0; i < n; i++) {
+        const float xi = x[i], xs = xi - lo;
+        for (int j = 0; j < TBC__K_NC; j++) {
+            float t = is[j] * xs;
+            t = t + off;  // separate statements: no FMA contraction, as the SIMD paths
+            t = t > 0.0f ? t : 0.0f;
+            t = t < top ? t : top;
+            const float l = (float)(int)t - sub;
+            sl[j] += l;
+            float l2 = l * l, lx = l * xi;
+            sll[j] += l2;
+            slx[j] += lx;
         }
-        double det = n * sll - sl * sl;
-        if (det <= 0) continue;
-        float a = (float)((n * slx - sl * sx) / det), b = (float)((sll * sx - sl * slx) / det);
-        if (b > 0.0f) { b = 0.0f; a = sll > 0 ? (float)(slx / sll) : 0.0f; }
-        if (a <= 0.0f) continue;
-        float err = 0.0f;
-        for (int i = 0; i < n; i++) {
-            int l = (int)lrintf((x[i] - b) / a);
-            l = l < 0 ? 0 : (l > nmax ? nmax : l);
-            float diff = a * (float)l + b - x[i];
-            err += diff * diff;
-        }
-        if (err < best_err) { best_err = err; best_a = a; best_b = b; }
     }
-    *scale = best_a; *mn = -best_b;
 }
-// Fit x ~= scale*L with L in -nmax..nmax-1: candidate scales put the largest |x| near the end of the range that has
-// nmax levels; keep the one that maximises (sum xL)^2/sum L^2 (least squared error after the scale refit).
-TBC__K_FN float tbc__k_fit_sym(const float *x, int n, int nmax) {
-    float amax = 0.0f, max = 0.0f;
-    for (int i = 0; i < n; i++) if (fabsf(x[i]) > amax) { amax = fabsf(x[i]); max = x[i]; }
-    if (amax < 1e-30f) return 0.0f;
-    float best = -1.0f, best_scale = 0.0f;
-    for (int is = -9; is <= 9; is++) {
-        float iscale = -((float)nmax + 0.1f * (float)is) / max;
-        double slx = 0, sll = 0;
+#if defined(TBC__K_HAVE_AVX2)
+TBC__K_FN void tbc__k_cand_sums_avx2(const float *x, int n, float lo, float off, float top, float sub, const float *is,
+                                  float *sl, float *sll, float *slx) {
+    const __m256 vo = _mm256_set1_ps(off), vt = _mm256_set1_ps(top), vs = _mm256_set1_ps(sub), z = _mm256_setzero_ps();
+    for (int h = 0; h < TBC__K_NC; h += 8) {
+        const __m256 vi = _mm256_loadu_ps(is + h);
+        __m256 a1 = _mm256_loadu_ps(sl + h), a2 = _mm256_loadu_ps(sll + h), a3 = _mm256_loadu_ps(slx + h);
         for (int i = 0; i < n; i++) {
-            int l = (int)lrintf(iscale * x[i]);
-            l = l < -nmax ? -nmax : (l > nmax - 1 ? nmax - 1 : l);
-            slx += (double)l * x[i]; sll += (double)l * l;
+            const __m256 xi = _mm256_set1_ps(x[i]), xs = _mm256_set1_ps(x[i] - lo);
+            // max(t, 0) returns its second operand for NaN t
+            __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_mul_ps(vi, xs), vo), z), vt);
+            __m256 l = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvttps_epi32(t)), vs);
+            a1 = _mm256_add_ps(a1, l);
+            a2 = _mm256_add_ps(a2, _mm256_mul_ps(l, l));
+            a3 = _mm256_add_ps(a3, _mm256_mul_ps(l, xi));
         }
-        if (sll > 0 && slx * slx / sll > best) { best = (float)(slx * slx / sll); best_scale = (float)(slx / sll); }
+        _mm256_storeu_ps(sl + h, a1); _mm256_storeu_ps(sll + h, a2); _mm256_storeu_ps(slx + h, a3);
+    }
+}
+#endif
+#if defined(TBC__K_HAVE_AVX512)
+TBC__K_FN void tbc__k_cand_sums_avx512(const float *x, int n, float lo, float off, float top, float sub, const float *is,
+                                    float *sl, float *sll, float *slx) {
+    const __m512 vo = _mm512_set1_ps(off), vt = _mm512_set1_ps(top), vs = _mm512_set1_ps(sub), z = _mm512_setzero_ps();
+    const __m512 vi = _mm512_loadu_ps(is);
+    __m512 a1 = _mm512_loadu_ps(sl), a2 = _mm512_loadu_ps(sll), a3 = _mm512_loadu_ps(slx);
+    for (int i = 0; i < n; i++) {
+        const __m512 xi = _mm512_set1_ps(x[i]), xs = _mm512_set1_ps(x[i] - lo);
+        __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(vi, xs), vo), z), vt);
+        __m512 l = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvttps_epi32(t)), vs);
+        a1 = _mm512_add_ps(a1, l);
+        a2 = _mm512_add_ps(a2, _mm512_mul_ps(l, l));
+        a3 = _mm512_add_ps(a3, _mm512_mul_ps(l, xi));
+    }
+    _mm512_storeu_ps(sl, a1); _mm512_storeu_ps(sll, a2); _mm512_storeu_ps(slx, a3);
+}
+#endif
+#if defined(TBC__K_HAVE_NEON)
+TBC__K_FN void tbc__k_cand_sums_neon(const float *x, int n, float lo, float off, float top, float sub, const float *is,
+                                  float *sl, float *sll, float *slx) {
+    const float32x4_t vo = vdupq_n_f32(off), vt = vdupq_n_f32(top), vs = vdupq_n_f32(sub), z = vdupq_n_f32(0.0f);
+    for (int h = 0; h < TBC__K_NC; h += 4) {
+        const float32x4_t vi = vld1q_f32(is + h);
+        float32x4_t a1 = vld1q_f32(sl + h), a2 = vld1q_f32(sll + h), a3 = vld1q_f32(slx + h);
+        for (int i = 0; i < n; i++) {
+            const float32x4_t xi = vdupq_n_f32(x[i]), xs = vdupq_n_f32(x[i] - lo);
+            // maxnm/minnm return the number when one operand is NaN
+            float32x4_t t = vminnmq_f32(vmaxnmq_f32(vaddq_f32(vmulq_f32(vi, xs), vo), z), vt);
+            float32x4_t l = vsubq_f32(vcvtq_f32_s32(vcvtq_s32_f32(t)), vs);
+            a1 = vaddq_f32(a1, l);
+            a2 = vaddq_f32(a2, vmulq_f32(l, l));
+            a3 = vaddq_f32(a3, vmulq_f32(l, xi));
+        }
+        vst1q_f32(sl + h, a1); vst1q_f32(sll + h, a2); vst1q_f32(slx + h, a3);
+    }
+}
+#endif
+#if defined(TBC__K_HAVE_AVX512)
+#define tbc__k_cand_sums tbc__k_cand_sums_avx512
+#elif defined(TBC__K_HAVE_AVX2)
+#define tbc__k_cand_sums tbc__k_cand_sums_avx2
+#elif defined(TBC__K_HAVE_NEON)
+#define tbc__k_cand_sums tbc__k_cand_sums_neon
+#else
+#define tbc__k_cand_sums tbc__k_cand_sums_ref
+#endif
+
+// Fit x ~= a*L + b with L in 0..nmax and b <= 0 (so 0 stays representable). Candidate inverse scales are
+// (nmax + r0 + dr*j)/(hi - lo). For one candidate's levels the best (a, b) is closed-form least squares, and its
+// squared error up to a constant is -(n*Slx - Sl*Sx)^2/(n*det), or Sx^2/n - Slx^2/Sll when b must be clamped to 0.
+TBC__K_FN void tbc__k_fit_min(const float *x, int n, int nmax, float r0, float dr, float *scale, float *mn) {
+    float lo = x[0], hi = x[0], sx = 0.0f;
+    for (int i = 0; i < n; i++) { lo = x[i] < lo ? x[i] : lo; hi = x[i] > hi ? x[i] : hi; sx += x[i]; }
+    if (lo > 0.0f) lo = 0.0f;
+    if (!(hi > lo)) { *scale = 0.0f; *mn = -lo; return; }
+    float is[TBC__K_NC], sl[TBC__K_NC], sll[TBC__K_NC], slx[TBC__K_NC];
+    const float inv = 1.0f / (hi - lo);
+    for (int j = 0; j < TBC__K_NC; j++) {
+        is[j] = ((float)nmax + r0 + dr * (float)j) * inv;
+        sl[j] = sll[j] = slx[j] = 0.0f;
+    }
+    tbc__k_cand_sums(x, n, lo, 0.5f, (float)nmax + 0.5f, 0.0f, is, sl, sll, slx);
+    // Branch-free scoring, then the first index of the minimum: the comparisons are too random to predict.
+    const double nd = (double)n, sxd = (double)sx;
+    double err[TBC__K_NC], best = INFINITY;
+    for (int j = 0; j < TBC__K_NC; j++) {
+        const double l1 = sl[j], l2 = sll[j], lx = slx[j], det = nd * l2 - l1 * l1, num = nd * lx - l1 * sxd;
+        const int clamp = l2 * sxd - l1 * lx > 0.0;  // b > 0: refit with b = 0
+        const int ok = det > 0.0 && (clamp ? lx > 0.0 : num > 0.0);  // det == 0: a single level, no slope
+        const double e = clamp ? sxd * sxd / nd - lx * lx / (l2 > 0.0 ? l2 : 1.0) : -num * num / (nd * (ok ? det : 1.0));
+        err[j] = ok ? e : INFINITY;
+        best = err[j] < best ? err[j] : best;
+    }
+    if (!(best < INFINITY)) { *scale = (hi - lo) / (float)nmax; *mn = -lo; return; }
+    int bj = 0;
+    while (err[bj] != best) bj++;
+    const double l1 = sl[bj], l2 = sll[bj], lx = slx[bj], det = nd * l2 - l1 * l1;
+    if (l2 * sxd - l1 * lx > 0.0) { *scale = (float)(lx / l2); *mn = 0.0f; }
+    else { *scale = (float)((nd * lx - l1 * sxd) / det); *mn = (float)(-(l2 * sxd - l1 * lx) / det); }
+}
+// Fit 16 values x ~= a*L with L in -nmax..nmax-1: candidate inverse scales -(nmax + r0 + dr*j)/max put the largest |x|
+// near the end of the range that has nmax levels; keep the one with the least squared error after the scale refit,
+// i.e. the largest Slx^2/Sll.
+TBC__K_FN float tbc__k_fit_sym(const float *x, int nmax, float r0, float dr) {
+    float amax = 0.0f, max = 0.0f;
+    for (int i = 0; i < 16; i++) if (fabsf(x[i]) > amax) { amax = fabsf(x[i]); max = x[i]; }
+    if (amax < 1e-30f) return 0.0f;
+    float is[TBC__K_NC], sl[TBC__K_NC], sll[TBC__K_NC], slx[TBC__K_NC];
+    for (int j = 0; j < TBC__K_NC; j++) {
+        is[j] = -((float)nmax + r0 + dr * (float)j) / max;
+        sl[j] = sll[j] = slx[j] = 0.0f;
+    }
+    tbc__k_cand_sums(x, 16, 0.0f, (float)nmax + 0.5f, 2.0f * (float)nmax - 0.5f, (float)nmax, is, sl, sll, slx);
+    double best = -1.0;
+    float best_scale = 0.0f;
+    for (int j = 0; j < TBC__K_NC; j++) {
+        if (!(sll[j] > 0.0f)) continue;
+        double s = (double)slx[j] * slx[j] / sll[j];
+        if (s > best) { best = s; best_scale = slx[j] / sll[j]; }
     }
     return best_scale;
 }
 TBC__K_FN int tbc__k_clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 TBC__K_FN int tbc__k_round_div(float x, float d) { return d != 0.0f ? (int)lrintf(x / d) : 0; }
+// Level of t = x/step + off rounded to nearest and clamped to 0..top-0.5 (top = number of levels - 0.5).
+TBC__K_FN uint8_t tbc__k_level(float t, float top) {
+    t = t > 0.0f ? t : 0.0f;
+    return (uint8_t)(int)(t < top ? t : top);
+}
 
 // Shared by Q2_K/Q4_K/Q5_K: sub-blocks of `sub` values, levels 0..nmax, scales/mins quantized to 0..smax.
-TBC__K_FN void tbc__k_quant_min_block(const float *x, int sub, int nmax, int smax, uint8_t *sc, uint8_t *mn, uint16_t *d16,
-                                   uint16_t *dmin16, uint8_t *L) {
+TBC__K_FN void tbc__k_quant_min_block(const float *x, int sub, int nmax, int smax, float r0, float dr, uint8_t *sc,
+                                   uint8_t *mn, uint16_t *d16, uint16_t *dmin16, uint8_t *L) {
     float scales[16], mins[16], maxs = 0.0f, maxm = 0.0f;
     int nsub = 256 / sub;
     for (int j = 0; j < nsub; j++) {
-        tbc__k_fit_min(x + j * sub, sub, nmax, &scales[j], &mins[j]);
+        tbc__k_fit_min(x + j * sub, sub, nmax, r0, dr, &scales[j], &mins[j]);
         if (scales[j] > maxs) maxs = scales[j];
         if (mins[j] > maxm) maxm = mins[j];
     }
     *d16 = tbc__f32_to_f16(maxs / (float)smax);
     *dmin16 = tbc__f32_to_f16(maxm / (float)smax);
     float d = tbc__k_h2f(*d16), dmin = tbc__k_h2f(*dmin16);
+    const float top = (float)nmax + 0.5f;
     for (int j = 0; j < nsub; j++) {
         sc[j] = (uint8_t)tbc__k_clampi(tbc__k_round_div(scales[j], d), 0, smax);
         mn[j] = (uint8_t)tbc__k_clampi(tbc__k_round_div(mins[j], dmin), 0, smax);
-        float dl = d * (float)sc[j], ml = dmin * (float)mn[j];
-        for (int i = 0; i < sub; i++) L[j * sub + i] = (uint8_t)tbc__k_clampi(tbc__k_round_div(x[j * sub + i] + ml, dl), 0, nmax);
+        const float dl = d * (float)sc[j], ml = dmin * (float)mn[j], idl = dl != 0.0f ? 1.0f / dl : 0.0f;
+        for (int i = 0; i < sub; i++) L[j * sub + i] = tbc__k_level((x[j * sub + i] + ml) * idl + 0.5f, top);
     }
 }
 // Shared by Q3_K/Q6_K: 16 sub-blocks of 16, levels -nmax..nmax-1, scales quantized to -smax..smax-1 (Q6_K: +127 max).
-TBC__K_FN void tbc__k_quant_sym_block(const float *x, int nmax, int smax, int smax_hi, int *sc, uint16_t *d16, uint8_t *L) {
+TBC__K_FN void tbc__k_quant_sym_block(const float *x, int nmax, int smax, int smax_hi, float r0, float dr, int *sc,
+                                   uint16_t *d16, uint8_t *L) {
     float scales[16], amax = 0.0f, max = 0.0f;
     for (int j = 0; j < 16; j++) {
-        scales[j] = tbc__k_fit_sym(x + 16 * j, 16, nmax);
+        scales[j] = tbc__k_fit_sym(x + 16 * j, nmax, r0, dr);
         if (fabsf(scales[j]) > amax) { amax = fabsf(scales[j]); max = scales[j]; }
     }
     float iscale = amax > 0.0f ? -(float)smax / max : 0.0f;
     *d16 = tbc__f32_to_f16(iscale != 0.0f ? 1.0f / iscale : 0.0f);
     float d = tbc__k_h2f(*d16);
+    const float off = (float)nmax + 0.5f, top = 2.0f * (float)nmax - 0.5f;
     for (int j = 0; j < 16; j++) {
         sc[j] = tbc__k_clampi((int)lrintf(iscale * scales[j]), -smax, smax_hi);
-        float dl = d * (float)sc[j];
-        for (int i = 0; i < 16; i++) L[16 * j + i] = (uint8_t)(tbc__k_clampi(tbc__k_round_div(x[16 * j + i], dl), -nmax, nmax - 1) + nmax);
+        const float dl = d * (float)sc[j], idl = dl != 0.0f ? 1.0f / dl : 0.0f;
+        for (int i = 0; i < 16; i++) L[16 * j + i] = tbc__k_level(x[16 * j + i] * idl + off, top);
     }
 }
 
@@ -307,7 +410,7 @@ TBC__K_FN void tbc__quant_q2_K(const float *src, void *dst, int64_t n) {
     for (int64_t i = 0; i < n / TBC__QK_K; i++) {
         tbc__block_q2_K *y = (tbc__block_q2_K *)dst + i;
         uint8_t sc[16], mn[16], L[256];
-        tbc__k_quant_min_block(src + i * 256, 16, 3, 15, sc, mn, &y->d, &y->dmin, L);
+        tbc__k_quant_min_block(src + i * 256, 16, 3, 15, -0.5f, 0.1f, sc, mn, &y->d, &y->dmin, L);
         for (int k = 0; k < 16; k++) y->scales[k] = (uint8_t)(sc[k] | (mn[k] << 4));
         memset(y->qs, 0, 64);
         for (int e = 0; e < 256; e++) y->qs[32 * (e / 128) + e % 32] |= (uint8_t)(L[e] << (2 * ((e / 32) % 4)));
@@ -318,7 +421,7 @@ TBC__K_FN void tbc__quant_q3_K(const float *src, void *dst, int64_t n) {
         tbc__block_q3_K *y = (tbc__block_q3_K *)dst + i;
         int sc[16];
         uint8_t L[256], v[16];
-        tbc__k_quant_sym_block(src + i * 256, 4, 32, 31, sc, &y->d, L);
+        tbc__k_quant_sym_block(src + i * 256, 4, 32, 31, -0.8f, 0.1f, sc, &y->d, L);
         for (int k = 0; k < 16; k++) v[k] = (uint8_t)(sc[k] + 32);
         tbc__k_pack_scales_q3(v, y->scales);
         memset(y->qs, 0, 64);
@@ -334,7 +437,7 @@ TBC__K_FN void tbc__quant_q4_K(const float *src, void *dst, int64_t n) {
     for (int64_t i = 0; i < n / TBC__QK_K; i++) {
         tbc__block_q4_K *y = (tbc__block_q4_K *)dst + i;
         uint8_t sc[8], mn[8], L[256];
-        tbc__k_quant_min_block(src + i * 256, 32, 15, 63, sc, mn, &y->d, &y->dmin, L);
+        tbc__k_quant_min_block(src + i * 256, 32, 15, 63, -1.0f, 0.1f, sc, mn, &y->d, &y->dmin, L);
         tbc__k_pack_scales_q45(sc, mn, y->scales);
         memset(y->qs, 0, 128);
         for (int e = 0; e < 256; e++) y->qs[32 * (e / 64) + e % 32] |= (uint8_t)(L[e] << (4 * ((e / 32) % 2)));
@@ -344,7 +447,7 @@ TBC__K_FN void tbc__quant_q5_K(const float *src, void *dst, int64_t n) {
     for (int64_t i = 0; i < n / TBC__QK_K; i++) {
         tbc__block_q5_K *y = (tbc__block_q5_K *)dst + i;
         uint8_t sc[8], mn[8], L[256];
-        tbc__k_quant_min_block(src + i * 256, 32, 31, 63, sc, mn, &y->d, &y->dmin, L);
+        tbc__k_quant_min_block(src + i * 256, 32, 31, 63, -1.0f, 0.1f, sc, mn, &y->d, &y->dmin, L);
         tbc__k_pack_scales_q45(sc, mn, y->scales);
         memset(y->qs, 0, 128);
         memset(y->qh, 0, 32);
@@ -359,7 +462,7 @@ TBC__K_FN void tbc__quant_q6_K(const float *src, void *dst, int64_t n) {
         tbc__block_q6_K *y = (tbc__block_q6_K *)dst + i;
         int sc[16];
         uint8_t L[256];
-        tbc__k_quant_sym_block(src + i * 256, 32, 128, 127, sc, &y->d, L);
+        tbc__k_quant_sym_block(src + i * 256, 32, 128, 127, -0.8f, 0.1f, sc, &y->d, L);
         for (int k = 0; k < 16; k++) y->scales[k] = (int8_t)sc[k];
         memset(y->ql, 0, 128);
         memset(y->qh, 0, 64);

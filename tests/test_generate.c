@@ -246,7 +246,46 @@ static void test_generation(void) {
     tbc_model_destroy(m);
 }
 
+// ---- chat templates through the model ----
+static void test_chat_through_model(void) {
+    const char *path = "../shared/vocab/ggml-vocab-qwen2.gguf";
+    FILE *f = fopen(path, "rb");
+    if (!f) { printf("SKIP: %s absent: chat template through a model not tested\n", path); return; }
+    fclose(f);
+    tbc_error err;
+    tbc_model_desc md;
+    memset(&md, 0, sizeof md);
+    md.path = path;
+    md.vocab_only = 1;
+    md.error = &err;
+    tbc_model *m;
+    CHECK(tbc_model_open(&md, &m) == TBC_OK, "open the qwen2 vocabulary: %s", err.message);
+    if (!m) return;
+    CHECK(!strcmp(tbc_chat_template_name(m), "chatml"), "qwen2's template is recognised as ChatML (%s)", tbc_chat_template_name(m));
+    tbc_chat_message msgs[2] = {{"system", "Be brief."}, {"user", "Hi!"}};
+    char buf[256];
+    size_t len = 0;
+    CHECK(tbc_chat_apply(m, msgs, 2, 1, buf, sizeof buf, &len) == TBC_OK, "apply");
+    const char *want = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n";
+    CHECK(!strcmp(buf, want) && len == strlen(want), "rendered ChatML: '%s'", buf);
+    CHECK(tbc_chat_apply(m, msgs, 2, 1, buf, 10, &len) == TBC_ERR_BUFFER_TOO_SMALL && len == strlen(want), "too small a buffer says how much is needed");
+    int32_t ids[64];
+    int64_t n = 0;
+    tbc_tokenize(m, want, strlen(want), TBC_TOKENIZE_PARSE_SPECIAL, ids, 64, &n);
+    CHECK(n > 3 && ids[0] == tbc_token_find(m, "<|im_start|>") && ids[0] >= 0, "the template's markers become control tokens");
+    CHECK(tbc_token_is_eog(m, tbc_token_find(m, "<|im_end|>")), "<|im_end|> ends generation");
+    tbc_chat_message bad[1] = {{"wizard", "x"}};
+    CHECK(tbc_chat_apply(m, bad, 1, 1, buf, sizeof buf, &len) == TBC_ERR_TEMPLATE, "an unknown role is refused");
+    tbc_model_destroy(m);
+    md.path = "../shared/models/stories260K-f32.gguf";
+    if (tbc_model_open(&md, &m) == TBC_OK) {
+        CHECK(!strcmp(tbc_chat_template_name(m), "chatml (fallback)"), "no template: ChatML fallback");
+        tbc_model_destroy(m);
+    }
+}
+
 int main(void) {
+    test_chat_through_model();
     test_sampler();
     test_stream_helpers();
     test_generation();

@@ -279,7 +279,8 @@ static void test_gemm_type(tbc_type t) {
             for (int64_t i = 0; i < n * nw; i++) xw[i] = rnd_normal() * 0.7f + (i % 97 == 0 ? 0.3f : 0.0f);
             for (int64_t i = 0; i < n * na; i++) xa[i] = rnd_normal() * 2.0f;
             // zero blocks in the weights, a zero activation row
-            if (n >= 64) for (int64_t r = 0; r < nw; r += 2) memset(xw + r * n + (blk > 1 ? blk : 8), 0, (size_t)(blk > 1 ? blk : 8) * sizeof(float));
+            const int64_t zb = blk > 1 ? blk : 8;  // second block of every other weight row is all zero
+            if (n >= 2 * zb) for (int64_t r = 0; r < nw; r += 2) memset(xw + r * n + zb, 0, (size_t)zb * sizeof(float));
             if (na >= 3) memset(xa + n, 0, (size_t)n * sizeof(float));
             for (int64_t r = 0; r < nw; r++) tbc__quantize(t, xw + r * n, W + (size_t)r * ldw, n);
             for (int64_t r = 0; r < na; r++) tbc__quantize(at, xa + r * n, A + (size_t)r * lda, n);
