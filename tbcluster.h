@@ -89,13 +89,20 @@ extern "C" {
     X(TBC_ERR_CANCELLED,        -22, "cancelled by the caller") \
     X(TBC_ERR_THREAD,           -23, "could not start a thread") \
     X(TBC_ERR_SHARD,            -24, "shard description is invalid for this model") \
-    X(TBC_ERR_TEMPLATE,         -25, "chat template could not be applied")
+    X(TBC_ERR_TEMPLATE,         -25, "chat template could not be applied") \
+    X(TBC_ERR_NETWORK,          -26, "network address or connection failed") \
+    X(TBC_ERR_PEER_LOST,        -27, "a peer closed the connection or died") \
+    X(TBC_ERR_TIMEOUT,          -28, "a peer did not answer in time") \
+    X(TBC_ERR_PROTOCOL,         -29, "a peer sent a malformed or unexpected message") \
+    X(TBC_ERR_VERSION,          -30, "a peer speaks another protocol version") \
+    X(TBC_ERR_AUTH,             -31, "authentication failed (wrong or missing cluster key)") \
+    X(TBC_ERR_MODEL_MISMATCH,   -32, "a peer has another model")
 
 typedef enum tbc_result {
 #define TBC__X(name, value, text) name = value,
     TBC_RESULT_LIST(TBC__X)
 #undef TBC__X
-    TBC_RESULT_MIN_ = -25
+    TBC_RESULT_MIN_ = -32
 } tbc_result;
 
 TBC_API const char *tbc_result_str(tbc_result r);
@@ -996,6 +1003,11 @@ static int tbc__gguf_get_arr(const tbc__gguf *g, const char *key, int elem_type,
 // >>chat templates
 #if __has_include("parts/chat.h")
 #include "parts/chat.h"
+#endif
+
+// >>crypto
+#if __has_include("parts/crypto.h")
+#include "parts/crypto.h"
 #endif
 
 // >>model

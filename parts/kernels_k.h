@@ -214,6 +214,12 @@ TBC__K_FN void tbc__quant_q8_K_ref(const float *src, void *dst, int64_t n) {
 // Every sub-block tries TBC__K_NC candidate scales around its range estimate (as llama.cpp's make_qkx2_quants and
 // make_qx_quants do) and keeps the least-squares best. The search runs across candidates, one per SIMD lane, so no
 // float sum is reassociated and every path computes the same sums (the scalar one too, unless FMA-contracted).
+#if defined(TBC__K_HAVE_AVX512) && defined(__GNUC__) && !defined(__clang__) && defined(__cplusplus)
+// g++ 12 flags the _mm512_undefined_* inside its own intrinsics (GCC PR 105593), here and where they are inlined.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #define TBC__K_NC 16
 
 // For each candidate inverse scale is[j] and each x in x[0..n): level t = clamp(is[j]*(x - lo) + off, 0, top),
@@ -293,22 +299,81 @@ TBC__K_FN void tbc__k_cand_sums_neon(const float *x, int n, float lo, float off,
     }
 }
 #endif
+// Final levels: L[i] = (int)clamp((x[i] + add)*scale + off, 0, top) for i < n (n a multiple of 16).
+TBC__K_FN void tbc__k_levels_ref(const float *x, int n, float add, float scale, float off, float top, uint8_t *L) {
+    for (int i = 0; i < n; i++) {
+        float t = (x[i] + add) * scale;
+        t = t + off;
+        t = t > 0.0f ? t : 0.0f;
+        L[i] = (uint8_t)(int)(t < top ? t : top);
+    }
+}
+#if defined(TBC__K_HAVE_AVX2)
+TBC__K_FN void tbc__k_levels_avx2(const float *x, int n, float add, float scale, float off, float top, uint8_t *L) {
+    const __m256 va = _mm256_set1_ps(add), vm = _mm256_set1_ps(scale), vo = _mm256_set1_ps(off);
+    const __m256 vt = _mm256_set1_ps(top), z = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        __m256 t0 = _mm256_add_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_loadu_ps(x + i), va), vm), vo);
+        __m256 t1 = _mm256_add_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_loadu_ps(x + i + 8), va), vm), vo);
+        __m256i q0 = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(t0, z), vt));
+        __m256i q1 = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(t1, z), vt));
+        // packs works within 128-bit lanes: 0-3 8-11 4-7 12-15, put back in order before the byte pack
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
+        _mm_storeu_si128((__m128i *)(void *)(L + i), _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1)));
+    }
+}
+#endif
+#if defined(TBC__K_HAVE_AVX512)
+TBC__K_FN void tbc__k_levels_avx512(const float *x, int n, float add, float scale, float off, float top, uint8_t *L) {
+    const __m512 va = _mm512_set1_ps(add), vm = _mm512_set1_ps(scale), vo = _mm512_set1_ps(off);
+    const __m512 vt = _mm512_set1_ps(top), z = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        __m512 t = _mm512_add_ps(_mm512_mul_ps(_mm512_add_ps(_mm512_loadu_ps(x + i), va), vm), vo);
+        __m512i q = _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(t, z), vt));
+        _mm_storeu_si128((__m128i *)(void *)(L + i), _mm512_cvtepi32_epi8(q));
+    }
+}
+#endif
+#if defined(TBC__K_HAVE_NEON)
+TBC__K_FN void tbc__k_levels_neon(const float *x, int n, float add, float scale, float off, float top, uint8_t *L) {
+    const float32x4_t va = vdupq_n_f32(add), vm = vdupq_n_f32(scale), vo = vdupq_n_f32(off);
+    const float32x4_t vt = vdupq_n_f32(top), z = vdupq_n_f32(0.0f);
+    for (int i = 0; i < n; i += 8) {
+        float32x4_t t0 = vaddq_f32(vmulq_f32(vaddq_f32(vld1q_f32(x + i), va), vm), vo);
+        float32x4_t t1 = vaddq_f32(vmulq_f32(vaddq_f32(vld1q_f32(x + i + 4), va), vm), vo);
+        uint32x4_t q0 = vcvtq_u32_f32(vminnmq_f32(vmaxnmq_f32(t0, z), vt));
+        uint32x4_t q1 = vcvtq_u32_f32(vminnmq_f32(vmaxnmq_f32(t1, z), vt));
+        vst1_u8(L + i, vmovn_u16(vcombine_u16(vmovn_u32(q0), vmovn_u32(q1))));
+    }
+}
+#endif
 #if defined(TBC__K_HAVE_AVX512)
 #define tbc__k_cand_sums tbc__k_cand_sums_avx512
+#define tbc__k_levels tbc__k_levels_avx512
 #elif defined(TBC__K_HAVE_AVX2)
 #define tbc__k_cand_sums tbc__k_cand_sums_avx2
+#define tbc__k_levels tbc__k_levels_avx2
 #elif defined(TBC__K_HAVE_NEON)
 #define tbc__k_cand_sums tbc__k_cand_sums_neon
+#define tbc__k_levels tbc__k_levels_neon
 #else
 #define tbc__k_cand_sums tbc__k_cand_sums_ref
+#define tbc__k_levels tbc__k_levels_ref
 #endif
 
 // Fit x ~= a*L + b with L in 0..nmax and b <= 0 (so 0 stays representable). Candidate inverse scales are
 // (nmax + r0 + dr*j)/(hi - lo). For one candidate's levels the best (a, b) is closed-form least squares, and its
 // squared error up to a constant is -(n*Slx - Sl*Sx)^2/(n*det), or Sx^2/n - Slx^2/Sll when b must be clamped to 0.
 TBC__K_FN void tbc__k_fit_min(const float *x, int n, int nmax, float r0, float dr, float *scale, float *mn) {
-    float lo = x[0], hi = x[0], sx = 0.0f;
-    for (int i = 0; i < n; i++) { lo = x[i] < lo ? x[i] : lo; hi = x[i] > hi ? x[i] : hi; sx += x[i]; }
+    float lo4[4], hi4[4], sx4[4];  // four independent chains (n is a multiple of 4)
+    for (int k = 0; k < 4; k++) { lo4[k] = hi4[k] = x[k]; sx4[k] = 0.0f; }
+    for (int i = 0; i < n; i += 4)
+        for (int k = 0; k < 4; k++) {
+            const float v = x[i + k];
+            lo4[k] = v < lo4[k] ? v : lo4[k]; hi4[k] = v > hi4[k] ? v : hi4[k]; sx4[k] += v;
+        }
+    float lo = lo4[0], hi = hi4[0], sx = (sx4[0] + sx4[1]) + (sx4[2] + sx4[3]);
+    for (int k = 1; k < 4; k++) { lo = lo4[k] < lo ? lo4[k] : lo; hi = hi4[k] > hi ? hi4[k] : hi; }
     if (lo > 0.0f) lo = 0.0f;
     if (!(hi > lo)) { *scale = 0.0f; *mn = -lo; return; }
     float is[TBC__K_NC], sl[TBC__K_NC], sll[TBC__K_NC], slx[TBC__K_NC];
@@ -318,54 +383,70 @@ TBC__K_FN void tbc__k_fit_min(const float *x, int n, int nmax, float r0, float d
         sl[j] = sll[j] = slx[j] = 0.0f;
     }
     tbc__k_cand_sums(x, n, lo, 0.5f, (float)nmax + 0.5f, 0.0f, is, sl, sll, slx);
-    // Branch-free scoring, then the first index of the minimum: the comparisons are too random to predict.
+    // Score every candidate without branches (the comparisons are too random to predict), assuming the unconstrained
+    // fit is valid; take the first index of the minimum. If that fit is invalid (a <= 0, b > 0, no slope), score again
+    // with the constraints: no other candidate can beat it then, since a constraint only adds error.
     const double nd = (double)n, sxd = (double)sx;
     double err[TBC__K_NC], best = INFINITY;
     for (int j = 0; j < TBC__K_NC; j++) {
-        const double l1 = sl[j], l2 = sll[j], lx = slx[j], det = nd * l2 - l1 * l1, num = nd * lx - l1 * sxd;
-        const int clamp = l2 * sxd - l1 * lx > 0.0;  // b > 0: refit with b = 0
-        const int ok = det > 0.0 && (clamp ? lx > 0.0 : num > 0.0);  // det == 0: a single level, no slope
-        const double e = clamp ? sxd * sxd / nd - lx * lx / (l2 > 0.0 ? l2 : 1.0) : -num * num / (nd * (ok ? det : 1.0));
-        err[j] = ok ? e : INFINITY;
+        const double l1 = sl[j], l2 = sll[j], lx = slx[j], num = nd * lx - l1 * sxd;
+        err[j] = -(num * num) / (nd * (nd * l2 - l1 * l1));
         best = err[j] < best ? err[j] : best;
     }
-    if (!(best < INFINITY)) { *scale = (hi - lo) / (float)nmax; *mn = -lo; return; }
-    int bj = 0;
-    while (err[bj] != best) bj++;
+    int bj = 0, clamp = 0;
+    if (best < INFINITY) while (err[bj] != best) bj++;
+    {
+        const double l1 = sl[bj], l2 = sll[bj], lx = slx[bj];
+        if (!(best < INFINITY) || !(nd * l2 - l1 * l1 > 0.0) || !(nd * lx - l1 * sxd > 0.0) || l2 * sxd - l1 * lx > 0.0) {
+            best = INFINITY; bj = -1;
+            for (int j = 0; j < TBC__K_NC; j++) {
+                const double k1 = sl[j], k2 = sll[j], kx = slx[j], det = nd * k2 - k1 * k1, num = nd * kx - k1 * sxd;
+                if (!(det > 0.0)) continue;  // a single level: no slope
+                const int c = k2 * sxd - k1 * kx > 0.0;  // b > 0: refit with b = 0
+                if (c ? !(kx > 0.0) : !(num > 0.0)) continue;
+                const double e = c ? sxd * sxd / nd - kx * kx / k2 : -num * num / (nd * det);
+                if (e < best) { best = e; bj = j; clamp = c; }
+            }
+            if (bj < 0) { *scale = (hi - lo) / (float)nmax; *mn = -lo; return; }
+        }
+    }
     const double l1 = sl[bj], l2 = sll[bj], lx = slx[bj], det = nd * l2 - l1 * l1;
-    if (l2 * sxd - l1 * lx > 0.0) { *scale = (float)(lx / l2); *mn = 0.0f; }
+    if (clamp) { *scale = (float)(lx / l2); *mn = 0.0f; }
     else { *scale = (float)((nd * lx - l1 * sxd) / det); *mn = (float)(-(l2 * sxd - l1 * lx) / det); }
 }
 // Fit 16 values x ~= a*L with L in -nmax..nmax-1: candidate inverse scales -(nmax + r0 + dr*j)/max put the largest |x|
 // near the end of the range that has nmax levels; keep the one with the least squared error after the scale refit,
 // i.e. the largest Slx^2/Sll.
 TBC__K_FN float tbc__k_fit_sym(const float *x, int nmax, float r0, float dr) {
-    float amax = 0.0f, max = 0.0f;
-    for (int i = 0; i < 16; i++) if (fabsf(x[i]) > amax) { amax = fabsf(x[i]); max = x[i]; }
-    if (amax < 1e-30f) return 0.0f;
+    float a4[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // four independent chains
+    for (int i = 0; i < 16; i += 4)
+        for (int k = 0; k < 4; k++) { const float v = fabsf(x[i + k]); a4[k] = v > a4[k] ? v : a4[k]; }
+    const float amax = (a4[0] > a4[1] ? a4[0] : a4[1]) > (a4[2] > a4[3] ? a4[2] : a4[3]) ? (a4[0] > a4[1] ? a4[0] : a4[1])
+                                                                                        : (a4[2] > a4[3] ? a4[2] : a4[3]);
+    if (!(amax >= 1e-30f)) return 0.0f;
+    int im = 0;
+    while (fabsf(x[im]) != amax) im++;  // the first value with the largest |x| (amax is one of them)
+    const float max = x[im];
     float is[TBC__K_NC], sl[TBC__K_NC], sll[TBC__K_NC], slx[TBC__K_NC];
     for (int j = 0; j < TBC__K_NC; j++) {
         is[j] = -((float)nmax + r0 + dr * (float)j) / max;
         sl[j] = sll[j] = slx[j] = 0.0f;
     }
     tbc__k_cand_sums(x, 16, 0.0f, (float)nmax + 0.5f, 2.0f * (float)nmax - 0.5f, (float)nmax, is, sl, sll, slx);
-    double best = -1.0;
-    float best_scale = 0.0f;
+    // Scores in float, scaled by 1/amax^2 so they cannot overflow; sll == 0 means slx == 0: score 0, the worst.
+    const float ia = 1.0f / amax;
+    float s[TBC__K_NC], best = 0.0f;
     for (int j = 0; j < TBC__K_NC; j++) {
-        if (!(sll[j] > 0.0f)) continue;
-        double s = (double)slx[j] * slx[j] / sll[j];
-        if (s > best) { best = s; best_scale = slx[j] / sll[j]; }
+        const float u = slx[j] * ia;
+        s[j] = u * u / (sll[j] > 0.0f ? sll[j] : 1.0f);
+        best = s[j] > best ? s[j] : best;
     }
-    return best_scale;
+    int bj = 0;
+    while (bj < TBC__K_NC - 1 && s[bj] != best) bj++;
+    return sll[bj] > 0.0f ? slx[bj] / sll[bj] : 0.0f;
 }
 TBC__K_FN int tbc__k_clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 TBC__K_FN int tbc__k_round_div(float x, float d) { return d != 0.0f ? (int)lrintf(x / d) : 0; }
-// Level of t = x/step + off rounded to nearest and clamped to 0..top-0.5 (top = number of levels - 0.5).
-TBC__K_FN uint8_t tbc__k_level(float t, float top) {
-    t = t > 0.0f ? t : 0.0f;
-    return (uint8_t)(int)(t < top ? t : top);
-}
-
 // Shared by Q2_K/Q4_K/Q5_K: sub-blocks of `sub` values, levels 0..nmax, scales/mins quantized to 0..smax.
 TBC__K_FN void tbc__k_quant_min_block(const float *x, int sub, int nmax, int smax, float r0, float dr, uint8_t *sc,
                                    uint8_t *mn, uint16_t *d16, uint16_t *dmin16, uint8_t *L) {
@@ -384,7 +465,7 @@ TBC__K_FN void tbc__k_quant_min_block(const float *x, int sub, int nmax, int sma
         sc[j] = (uint8_t)tbc__k_clampi(tbc__k_round_div(scales[j], d), 0, smax);
         mn[j] = (uint8_t)tbc__k_clampi(tbc__k_round_div(mins[j], dmin), 0, smax);
         const float dl = d * (float)sc[j], ml = dmin * (float)mn[j], idl = dl != 0.0f ? 1.0f / dl : 0.0f;
-        for (int i = 0; i < sub; i++) L[j * sub + i] = tbc__k_level((x[j * sub + i] + ml) * idl + 0.5f, top);
+        tbc__k_levels(x + j * sub, sub, ml, idl, 0.5f, top, L + j * sub);
     }
 }
 // Shared by Q3_K/Q6_K: 16 sub-blocks of 16, levels -nmax..nmax-1, scales quantized to -smax..smax-1 (Q6_K: +127 max).
@@ -402,7 +483,7 @@ TBC__K_FN void tbc__k_quant_sym_block(const float *x, int nmax, int smax, int sm
     for (int j = 0; j < 16; j++) {
         sc[j] = tbc__k_clampi((int)lrintf(iscale * scales[j]), -smax, smax_hi);
         const float dl = d * (float)sc[j], idl = dl != 0.0f ? 1.0f / dl : 0.0f;
-        for (int i = 0; i < 16; i++) L[16 * j + i] = tbc__k_level(x[16 * j + i] * idl + off, top);
+        tbc__k_levels(x + 16 * j, 16, 0.0f, idl, off, top, L + 16 * j);
     }
 }
 
@@ -412,8 +493,12 @@ TBC__K_FN void tbc__quant_q2_K(const float *src, void *dst, int64_t n) {
         uint8_t sc[16], mn[16], L[256];
         tbc__k_quant_min_block(src + i * 256, 16, 3, 15, -0.5f, 0.1f, sc, mn, &y->d, &y->dmin, L);
         for (int k = 0; k < 16; k++) y->scales[k] = (uint8_t)(sc[k] | (mn[k] << 4));
-        memset(y->qs, 0, 64);
-        for (int e = 0; e < 256; e++) y->qs[32 * (e / 128) + e % 32] |= (uint8_t)(L[e] << (2 * ((e / 32) % 4)));
+        // element 128h + 32j + l -> bits 2j of qs[32h + l]
+        for (int h = 0; h < 2; h++)
+            for (int l = 0; l < 32; l++) {
+                const uint8_t *q = L + 128 * h + l;
+                y->qs[32 * h + l] = (uint8_t)(q[0] | (q[32] << 2) | (q[64] << 4) | (q[96] << 6));
+            }
     }
 }
 TBC__K_FN void tbc__quant_q3_K(const float *src, void *dst, int64_t n) {
@@ -421,15 +506,19 @@ TBC__K_FN void tbc__quant_q3_K(const float *src, void *dst, int64_t n) {
         tbc__block_q3_K *y = (tbc__block_q3_K *)dst + i;
         int sc[16];
         uint8_t L[256], v[16];
-        tbc__k_quant_sym_block(src + i * 256, 4, 32, 31, -0.8f, 0.1f, sc, &y->d, L);
+        tbc__k_quant_sym_block(src + i * 256, 4, 32, 31, -0.9f, 0.12f, sc, &y->d, L);
         for (int k = 0; k < 16; k++) v[k] = (uint8_t)(sc[k] + 32);
         tbc__k_pack_scales_q3(v, y->scales);
-        memset(y->qs, 0, 64);
-        memset(y->hmask, 0, 32);
-        for (int e = 0; e < 256; e++) {
-            int nn = e / 128, j = (e / 32) % 4, l = e % 32;
-            y->qs[32 * nn + l] |= (uint8_t)((L[e] & 3) << (2 * j));
-            y->hmask[l] |= (uint8_t)((L[e] >> 2) << (4 * nn + j));
+        // element 128h + 32j + l -> low bits as Q2_K, bit 2 to hmask[l] bit 4h + j
+        for (int h = 0; h < 2; h++)
+            for (int l = 0; l < 32; l++) {
+                const uint8_t *q = L + 128 * h + l;
+                y->qs[32 * h + l] = (uint8_t)((q[0] & 3) | ((q[32] & 3) << 2) | ((q[64] & 3) << 4) | ((q[96] & 3) << 6));
+            }
+        for (int l = 0; l < 32; l++) {
+            int m = 0;
+            for (int k = 0; k < 8; k++) m |= (L[32 * k + l] >> 2) << k;
+            y->hmask[l] = (uint8_t)m;
         }
     }
 }
@@ -437,23 +526,27 @@ TBC__K_FN void tbc__quant_q4_K(const float *src, void *dst, int64_t n) {
     for (int64_t i = 0; i < n / TBC__QK_K; i++) {
         tbc__block_q4_K *y = (tbc__block_q4_K *)dst + i;
         uint8_t sc[8], mn[8], L[256];
-        tbc__k_quant_min_block(src + i * 256, 32, 15, 63, -1.0f, 0.1f, sc, mn, &y->d, &y->dmin, L);
+        tbc__k_quant_min_block(src + i * 256, 32, 15, 63, -1.0f, 2.0f / 15.0f, sc, mn, &y->d, &y->dmin, L);
         tbc__k_pack_scales_q45(sc, mn, y->scales);
-        memset(y->qs, 0, 128);
-        for (int e = 0; e < 256; e++) y->qs[32 * (e / 64) + e % 32] |= (uint8_t)(L[e] << (4 * ((e / 32) % 2)));
+        // element 64j + 32h + l -> nibble h of qs[32j + l]
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 32; l++) y->qs[32 * j + l] = (uint8_t)(L[64 * j + l] | (L[64 * j + 32 + l] << 4));
     }
 }
 TBC__K_FN void tbc__quant_q5_K(const float *src, void *dst, int64_t n) {
     for (int64_t i = 0; i < n / TBC__QK_K; i++) {
         tbc__block_q5_K *y = (tbc__block_q5_K *)dst + i;
         uint8_t sc[8], mn[8], L[256];
-        tbc__k_quant_min_block(src + i * 256, 32, 31, 63, -1.0f, 0.1f, sc, mn, &y->d, &y->dmin, L);
+        tbc__k_quant_min_block(src + i * 256, 32, 31, 63, -1.0f, 2.0f / 15.0f, sc, mn, &y->d, &y->dmin, L);
         tbc__k_pack_scales_q45(sc, mn, y->scales);
-        memset(y->qs, 0, 128);
-        memset(y->qh, 0, 32);
-        for (int e = 0; e < 256; e++) {
-            y->qs[32 * (e / 64) + e % 32] |= (uint8_t)((L[e] & 15) << (4 * ((e / 32) % 2)));
-            y->qh[e % 32] |= (uint8_t)((L[e] >> 4) << (e / 32));
+        // as Q4_K, plus bit 4 of element 32k + l to qh[l] bit k
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 32; l++)
+                y->qs[32 * j + l] = (uint8_t)((L[64 * j + l] & 15) | ((L[64 * j + 32 + l] & 15) << 4));
+        for (int l = 0; l < 32; l++) {
+            int m = 0;
+            for (int k = 0; k < 8; k++) m |= (L[32 * k + l] >> 4) << k;
+            y->qh[l] = (uint8_t)m;
         }
     }
 }
@@ -462,17 +555,22 @@ TBC__K_FN void tbc__quant_q6_K(const float *src, void *dst, int64_t n) {
         tbc__block_q6_K *y = (tbc__block_q6_K *)dst + i;
         int sc[16];
         uint8_t L[256];
-        tbc__k_quant_sym_block(src + i * 256, 32, 128, 127, -0.8f, 0.1f, sc, &y->d, L);
+        tbc__k_quant_sym_block(src + i * 256, 32, 128, 127, -0.9f, 0.12f, sc, &y->d, L);
         for (int k = 0; k < 16; k++) y->scales[k] = (int8_t)sc[k];
-        memset(y->ql, 0, 128);
-        memset(y->qh, 0, 64);
-        for (int e = 0; e < 256; e++) {
-            int nn = e / 128, q = (e / 32) % 4, l = e % 32;
-            y->ql[64 * nn + 32 * (q & 1) + l] |= (uint8_t)((L[e] & 15) << (4 * (q >> 1)));
-            y->qh[32 * nn + l] |= (uint8_t)((L[e] >> 4) << (2 * q));
-        }
+        // element 128h + 32q + l -> nibble q>>1 of ql[64h + 32(q&1) + l], bits 4-5 to qh[32h + l] bits 2q
+        for (int h = 0; h < 2; h++)
+            for (int l = 0; l < 32; l++) {
+                const uint8_t *q = L + 128 * h + l;
+                y->ql[64 * h + l] = (uint8_t)((q[0] & 15) | ((q[64] & 15) << 4));
+                y->ql[64 * h + 32 + l] = (uint8_t)((q[32] & 15) | ((q[96] & 15) << 4));
+                y->qh[32 * h + l] = (uint8_t)((q[0] >> 4) | ((q[32] >> 4) << 2) | ((q[64] >> 4) << 4) | ((q[96] >> 4) << 6));
+            }
     }
 }
+
+#if defined(TBC__K_HAVE_AVX512) && defined(__GNUC__) && !defined(__clang__) && defined(__cplusplus)
+#pragma GCC diagnostic pop
+#endif
 
 // ---- scalar reference dot products and gemm
 TBC__K_FN float tbc__k_vec_dot_ref(int64_t n, const void *w, const void *a, size_t bs, tbc__k_decode_fn dec) {

@@ -167,6 +167,95 @@ static void test_quant_error(const ktype *t) {
     free(x); free(y); free(q);
 }
 
+// The quantizers' SIMD helpers (candidate sums of the scale search, final levels) must match the scalar reference bit
+// for bit: they do the same float operations per lane, in the same order.
+typedef void (*cand_fn)(const float *, int, float, float, float, float, const float *, float *, float *, float *);
+typedef void (*levels_fn)(const float *, int, float, float, float, float, uint8_t *);
+static void test_quant_helpers(void) {
+    struct { const char *name; cand_fn cand; levels_fn levels; } paths[3];
+    int np = 0;
+#if defined(TBC__K_HAVE_AVX512)
+    paths[np].name = "avx512"; paths[np].cand = tbc__k_cand_sums_avx512; paths[np].levels = tbc__k_levels_avx512; np++;
+#endif
+#if defined(TBC__K_HAVE_AVX2)
+    paths[np].name = "avx2"; paths[np].cand = tbc__k_cand_sums_avx2; paths[np].levels = tbc__k_levels_avx2; np++;
+#endif
+#if defined(TBC__K_HAVE_NEON)
+    paths[np].name = "neon"; paths[np].cand = tbc__k_cand_sums_neon; paths[np].levels = tbc__k_levels_neon; np++;
+#endif
+    if (np == 0) { printf("SKIP: no SIMD quantizer helpers in this build\n"); return; }
+    for (int p = 0; p < np; p++) {
+        int ok_c = 1, ok_l = 1;
+        for (int it = 0; it < 400 && ok_c && ok_l; it++) {
+            float x[32], is[TBC__K_NC], a[3][TBC__K_NC], b[3][TBC__K_NC];
+            uint8_t la[32], lb[32];
+            const int n = it % 2 ? 32 : 16, sym = it % 4 >= 2, nmax = sym ? (it % 8 >= 4 ? 32 : 4) : (it % 8 >= 4 ? 15 : 3);
+            float lo = 0.0f, amax = 0.0f;
+            for (int i = 0; i < n; i++) {
+                x[i] = rnd_gauss() * 0.02f;
+                if (it % 16 == 5 && i % 5 == 0) x[i] = NAN;  // NaN levels go to an end of the range
+                if (it % 16 == 9 && i == 3) x[i] = -INFINITY;
+                if (it % 16 == 13) x[i] = (float)(rnd_u32() % 5) * 1e30f;
+                lo = x[i] < lo ? x[i] : lo;
+                amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+            }
+            if (!(amax > 0.0f) || amax > 1e38f) amax = 1.0f;
+            for (int j = 0; j < TBC__K_NC; j++) {
+                is[j] = ((float)nmax - 0.9f + 0.12f * (float)j) / (sym ? -amax : 2.0f * amax);
+                for (int k = 0; k < 3; k++) a[k][j] = b[k][j] = (float)(j * k);  // sums accumulate onto the input
+            }
+            const float off = sym ? (float)nmax + 0.5f : 0.5f, top = sym ? 2.0f * (float)nmax - 0.5f : (float)nmax + 0.5f;
+            const float sub = sym ? (float)nmax : 0.0f, base = sym ? 0.0f : lo;
+            tbc__k_cand_sums_ref(x, n, base, off, top, sub, is, a[0], a[1], a[2]);
+            paths[p].cand(x, n, base, off, top, sub, is, b[0], b[1], b[2]);
+            ok_c &= memcmp(a, b, sizeof a) == 0;
+            const float add = sym ? 0.0f : 0.013f, scale = it % 16 == 7 ? 0.0f : 50.0f * (float)nmax;
+            tbc__k_levels_ref(x, n, add, scale, off, top, la);
+            paths[p].levels(x, n, add, scale, off, top, lb);
+            ok_l &= memcmp(la, lb, (size_t)n) == 0;
+            for (int i = 0; i < n; i++) ok_l &= la[i] <= (int)top;
+            if (!ok_c || !ok_l) printf("  %s helpers differ at iteration %d (n %d nmax %d sym %d)\n", paths[p].name, it, n, nmax, sym);
+        }
+        CHECK(ok_c, "%s candidate sums == scalar reference", paths[p].name);
+        CHECK(ok_l, "%s levels == scalar reference", paths[p].name);
+    }
+}
+
+// Hostile rows for the quantizers (tbc_quantize_row takes caller data): constant, all-negative, huge, tiny and
+// NaN/Inf-carrying blocks must not crash or read out of bounds; finite blocks must still dequantize close.
+static void test_quant_edge(const ktype *t) {
+    enum { NB = 8 };
+    float *x = (float *)malloc(sizeof(float) * 256 * NB), *y = (float *)malloc(sizeof(float) * 256 * NB);
+    uint8_t *q = (uint8_t *)malloc(t->bs * NB);
+    for (int i = 0; i < 256; i++) {
+        x[i] = 0.37f;                                        // constant positive
+        x[256 + i] = -0.5f - 0.001f * (float)(i % 7);        // all negative
+        x[512 + i] = rnd_gauss() * 1e4f;                     // large (fits fp16 scales)
+        x[768 + i] = rnd_gauss() * 1e-3f + 0.004f;           // all-positive-ish, offset
+        x[1024 + i] = (i % 16 == 0) ? 1.0f : 0.0f;           // one spike per sub-block
+        x[1280 + i] = rnd_gauss();
+        x[1536 + i] = rnd_gauss();
+        x[1792 + i] = rnd_gauss() * 1e-35f;                  // denormal-ish
+    }
+    x[1280 + 17] = NAN; x[1536 + 40] = INFINITY; x[1536 + 41] = -INFINITY;
+    t->quant(x, q, 256 * NB);
+    t->dequant(q, y, 256 * NB);
+    static const int finite[6] = {0, 1, 2, 3, 4, 7};
+    for (int k = 0; k < 6; k++) {
+        const int b = finite[k];
+        double se = 0, sx = 0;
+        for (int i = 0; i < 256; i++) {
+            const double d = (double)x[256 * b + i] - y[256 * b + i];
+            se += d * d; sx += (double)x[256 * b + i] * x[256 * b + i];
+        }
+        const double rel = sx > 0 ? sqrt(se / sx) : 0.0;
+        // the tiny block underflows the fp16 scale: it may only come back as (near) zero, never as garbage
+        const double bound = b == 7 ? 1.0 + 1e-6 : t->max_rel_rmse;
+        CHECK(rel <= bound && rel == rel, "%s edge block %d: relative rms error %.4f > %.3f", t->name, b, rel, bound);
+    }
+    free(x); free(y); free(q);
+}
+
 // ---------------------------------------------------------------- gemm
 // Per-row magnitude bound for float rounding: sum over blocks of |da| (|d| sum|s (u-off) a| + |dmin| sum|m b|).
 static double dot_magnitude(const ktype *t, const uint8_t *w, const tbc__block_q8_K *a, int nb) {
@@ -370,6 +459,8 @@ int main(void) {
     printf("\n");
     test_q8_K_hand();
     for (int ti = 0; ti < 5; ti++) test_quant_error(&g_types[ti]);
+    test_quant_helpers();
+    for (int ti = 0; ti < 5; ti++) test_quant_edge(&g_types[ti]);
     static const int nbs[3] = {1, 3, 5}, nws[5] = {1, 3, 5, 7, 9}, nas[7] = {1, 3, 5, 7, 8, 9, 13};
     int seed = 0;
     for (int ti = 0; ti < 5; ti++)
