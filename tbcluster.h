@@ -400,16 +400,2447 @@ static int tbc__add_u64(uint64_t a, uint64_t b, uint64_t *r) { if (a > UINT64_MA
 static int tbc__mul_u64(uint64_t a, uint64_t b, uint64_t *r) { if (a && b > UINT64_MAX / a) return 0; *r = a * b; return 1; }
 
 // >>kernels
-#if __has_include("parts/kernels.h")   /* development scaffolding: removed when the parts are merged */
-#include "parts/kernels.h"
+// Tensor types, fp16/bf16, block quantization, vector helpers and the gemm tiles of every matrix product.
+//
+// Conventions
+//   gemm(n, nw, na, W, ldw, A, lda, out, ldo): out[j*ldo + i] = dot(row i of W, row j of A), 0<=i<nw, 0<=j<na.
+//   n is the row length in elements (a multiple of the weight block); ldw/lda are byte strides between rows, ldo is
+//   in floats. A is already in the weight type's vec_dot_type (tbc__vec_dot_type), converted with tbc__quantize,
+//   exactly as ggml-cpu converts activations on x86, so quantized results can match llama.cpp.
+//   Integer block types accumulate like ggml: sum over blocks of d_w * d_a * int_dot (+ m_w * s_a for Q4_1/Q5_1).
+//   Each SIMD kernel has a scalar reference (tbc__gemm_ref) it is tested against; the ISA is chosen at compile time.
+//   Rows of any byte alignment are accepted: block fields are read with memcpy.
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TBC__INLINE inline __attribute__((always_inline))
+#define TBC__MAYBE_UNUSED __attribute__((unused))
 #else
-static int tbc__type_block(tbc_type t) { (void)t; return 1; }
-static size_t tbc__type_bytes(tbc_type t) { (void)t; return 1; }
-TBC__DEF const char *tbc_type_name(tbc_type t) { (void)t; return "?"; }
+#define TBC__INLINE inline
+#define TBC__MAYBE_UNUSED
 #endif
-#if __has_include("parts/kernels_k.h")
-#include "parts/kernels_k.h"
+// Tiles keep their accumulators in registers only when the r/c loops are fully unrolled.
+#if defined(__clang__)
+#define TBC__UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define TBC__UNROLL _Pragma("GCC unroll 8")
+#else
+#define TBC__UNROLL
 #endif
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define TBC__AVX2 1
+#endif
+#if defined(TBC__AVX2) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define TBC__AVX512 1
+#if defined(__AVX512VNNI__)
+#define TBC__AVX512VNNI 1
+#endif
+#endif
+#if defined(TBC__AVX2) && (defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__)))
+#define TBC__VNNI256 1
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define TBC__NEON 1
+#endif
+#if defined(TBC__AVX2)
+#include <immintrin.h>
+#endif
+// g++ 12 reports the deliberately undefined lanes inside its own AVX-512 intrinsics (_mm512_undefined_ps) as
+// "may be used uninitialized" once they are inlined here; the warning is about the compiler's headers.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#if defined(TBC__NEON)
+#include <arm_neon.h>
+#endif
+
+// Names of the compiled paths (tests and benchmarks print them).
+#if defined(TBC__AVX512VNNI)
+#define TBC__SIMD_NAME "avx512-vnni"
+#elif defined(TBC__AVX512)
+#define TBC__SIMD_NAME "avx512 (int: avx2)"
+#elif defined(TBC__AVX2) && defined(TBC__VNNI256)
+#define TBC__SIMD_NAME "avx2-vnni"
+#elif defined(TBC__AVX2)
+#define TBC__SIMD_NAME "avx2"
+#elif defined(TBC__NEON) && defined(__ARM_FEATURE_DOTPROD)
+#define TBC__SIMD_NAME "neon-dotprod"
+#elif defined(TBC__NEON)
+#define TBC__SIMD_NAME "neon"
+#else
+#define TBC__SIMD_NAME "scalar"
+#endif
+
+#if defined(TBC__AVX2)
+static TBC__INLINE float tbc__hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
+#if defined(TBC__AVX512)
+// Masked forms only: g++ 12 warns about the _mm*_undefined_* lanes of _mm512_reduce_add_ps and of the casts.
+static TBC__INLINE float tbc__hsum16(__m512 v) {
+    const __mmask16 all = (__mmask16)0xffff;
+    v = _mm512_add_ps(v, _mm512_mask_shuffle_f32x4(v, all, v, v, 0x4e));
+    v = _mm512_add_ps(v, _mm512_mask_shuffle_f32x4(v, all, v, v, 0xb1));
+    v = _mm512_add_ps(v, _mm512_mask_permute_ps(v, all, v, 0x4e));
+    v = _mm512_add_ps(v, _mm512_mask_permute_ps(v, all, v, 0xb1));
+    return _mm512_cvtss_f32(v);
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------------- fp16 / bf16
+static TBC__INLINE uint32_t tbc__f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static TBC__INLINE float tbc__bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static TBC__INLINE uint16_t tbc__ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static TBC__INLINE uint32_t tbc__ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+// Scalar IEEE half -> float. NaNs come out quiet with their payload, as F16C's vcvtph2ps does.
+static TBC__MAYBE_UNUSED float tbc__f16_to_f32_ref(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0x1f) return tbc__bits_f32(sign | 0x7f800000u | (m << 13) | (m ? 0x400000u : 0u));
+    if (e == 0) {
+        if (!m) return tbc__bits_f32(sign);
+        e = 113;  // subnormal: normalise; the value is m * 2^-24
+        while (!(m & 0x400u)) { m <<= 1; e--; }
+        return tbc__bits_f32(sign | (e << 23) | ((m & 0x3ffu) << 13));
+    }
+    return tbc__bits_f32(sign | ((e + 112) << 23) | (m << 13));
+}
+
+// Scalar float -> half, round to nearest even (what ggml's F16C path and its scalar fallback do); overflow gives
+// infinity; NaNs stay quiet NaNs with the top of the payload, as vcvtps2ph does.
+static TBC__MAYBE_UNUSED uint16_t tbc__f32_to_f16_ref(float f) {
+    uint32_t u = tbc__f32_bits(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);  // >= 65520 rounds to infinity
+    if (a < 0x38800000u) {                                     // below 2^-14: subnormal half (or zero)
+        if (a <= 0x33000000u) return (uint16_t)sign;            // <= 2^-25 rounds to zero (tie goes to even 0)
+        uint32_t mant = (a & 0x7fffffu) | 0x800000u, shift = 126u - (a >> 23);
+        uint32_t r = mant >> shift, rem = mant & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+        if (rem > half || (rem == half && (r & 1u))) r++;
+        return (uint16_t)(sign | r);
+    }
+    uint32_t r = (a - 0x38000000u) >> 13, rem = a & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) r++;
+    return (uint16_t)(sign | r);
+}
+
+static TBC__INLINE float tbc__f16_to_f32(uint16_t h) {
+#if defined(TBC__AVX2)
+    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+#else
+    return tbc__f16_to_f32_ref(h);
+#endif
+}
+static TBC__INLINE uint16_t tbc__f32_to_f16(float f) {
+#if defined(TBC__AVX2)
+    return (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0);
+#else
+    return tbc__f32_to_f16_ref(f);
+#endif
+}
+static TBC__INLINE float tbc__bf16_to_f32(uint16_t h) { return tbc__bits_f32((uint32_t)h << 16); }
+// Round to nearest even, subnormals kept, NaN forced quiet: ggml_compute_fp32_to_bf16.
+static TBC__INLINE uint16_t tbc__f32_to_bf16(float f) {
+    uint32_t u = tbc__f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 64u);
+    return (uint16_t)((u + (0x7fffu + ((u >> 16) & 1u))) >> 16);
+}
+
+// ---------------------------------------------------------------------------------------------------- block types
+// Byte-compatible with ggml-common.h. fp16 fields are raw IEEE half bits.
+#define TBC__QK 32
+typedef struct tbc__block_q4_0 { uint16_t d; uint8_t qs[16]; } tbc__block_q4_0;   // x = (q - 8) * d
+typedef struct tbc__block_q4_1 { uint16_t d, m; uint8_t qs[16]; } tbc__block_q4_1; // x = q * d + m
+typedef struct tbc__block_q5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } tbc__block_q5_0; // x = (q - 16) * d
+typedef struct tbc__block_q5_1 { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } tbc__block_q5_1;
+typedef struct tbc__block_q8_0 { uint16_t d; int8_t qs[32]; } tbc__block_q8_0;    // x = q * d
+typedef struct tbc__block_q8_1 { uint16_t d, s; int8_t qs[32]; } tbc__block_q8_1; // s = fp16(d * sum q)
+// Nibble layout: qs[j] low = element j, high = element j+16. qh bit j = bit 4 of element j.
+typedef char tbc__check_q4_0[sizeof(tbc__block_q4_0) == 18 ? 1 : -1];
+typedef char tbc__check_q4_1[sizeof(tbc__block_q4_1) == 20 ? 1 : -1];
+typedef char tbc__check_q5_0[sizeof(tbc__block_q5_0) == 22 ? 1 : -1];
+typedef char tbc__check_q5_1[sizeof(tbc__block_q5_1) == 24 ? 1 : -1];
+typedef char tbc__check_q8_0[sizeof(tbc__block_q8_0) == 34 ? 1 : -1];
+typedef char tbc__check_q8_1[sizeof(tbc__block_q8_1) == 36 ? 1 : -1];
+
+// K-quants: defined in the next section.
+typedef void (*tbc__gemm_fn)(int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw, const void *A,
+                             size_t lda, float *out, size_t ldo);
+#define TBC__KQUANT_DECL(T) \
+    static void tbc__dequant_##T(const void *src, float *dst, int64_t n); \
+    static void tbc__quant_##T(const float *src, void *dst, int64_t n); \
+    static void tbc__gemm_##T##_ref(int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw, const void *A, \
+                                    size_t lda, float *out, size_t ldo); \
+    static void tbc__gemm_##T(int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw, const void *A, \
+                              size_t lda, float *out, size_t ldo);
+TBC__KQUANT_DECL(q2_K)
+TBC__KQUANT_DECL(q3_K)
+TBC__KQUANT_DECL(q4_K)
+TBC__KQUANT_DECL(q5_K)
+TBC__KQUANT_DECL(q6_K)
+#undef TBC__KQUANT_DECL
+static TBC__MAYBE_UNUSED void tbc__quant_q8_K(const float *src, void *dst, int64_t n);
+static TBC__MAYBE_UNUSED void tbc__dequant_q8_K(const void *src, float *dst, int64_t n);
+
+// ---------------------------------------------------------------------------------------------------- type table
+typedef struct tbc__type_info {
+    const char *name;
+    int block;        // values per block
+    int bytes;        // bytes per block
+    tbc_type vec_dot; // what activations are converted to before a product with this weight type
+} tbc__type_info;
+
+static const tbc__type_info tbc__types[TBC_TYPE_COUNT_] = {
+    {"F32", 1, 4, TBC_TYPE_F32},       {"F16", 1, 2, TBC_TYPE_F16},        // 0, 1
+    {"Q4_0", 32, 18, TBC_TYPE_Q8_0},   {"Q4_1", 32, 20, TBC_TYPE_Q8_1},    // 2, 3
+    {NULL, 0, 0, TBC_TYPE_F32},        {NULL, 0, 0, TBC_TYPE_F32},         // 4, 5: removed Q4_2/Q4_3
+    {"Q5_0", 32, 22, TBC_TYPE_Q8_0},   {"Q5_1", 32, 24, TBC_TYPE_Q8_1},    // 6, 7
+    {"Q8_0", 32, 34, TBC_TYPE_Q8_0},   {"Q8_1", 32, 36, TBC_TYPE_Q8_1},    // 8, 9
+    {"Q2_K", 256, 84, TBC_TYPE_Q8_K},  {"Q3_K", 256, 110, TBC_TYPE_Q8_K},  // 10, 11
+    {"Q4_K", 256, 144, TBC_TYPE_Q8_K}, {"Q5_K", 256, 176, TBC_TYPE_Q8_K},  // 12, 13
+    {"Q6_K", 256, 210, TBC_TYPE_Q8_K}, {"Q8_K", 256, 292, TBC_TYPE_Q8_K},  // 14, 15
+    {NULL, 0, 0, TBC_TYPE_F32}, {NULL, 0, 0, TBC_TYPE_F32}, {NULL, 0, 0, TBC_TYPE_F32}, {NULL, 0, 0, TBC_TYPE_F32},
+    {NULL, 0, 0, TBC_TYPE_F32}, {NULL, 0, 0, TBC_TYPE_F32}, {NULL, 0, 0, TBC_TYPE_F32}, {NULL, 0, 0, TBC_TYPE_F32},
+    {NULL, 0, 0, TBC_TYPE_F32}, {NULL, 0, 0, TBC_TYPE_F32}, {NULL, 0, 0, TBC_TYPE_F32}, {NULL, 0, 0, TBC_TYPE_F32},
+    {NULL, 0, 0, TBC_TYPE_F32}, {NULL, 0, 0, TBC_TYPE_F32},           // 16..29: IQ types, not supported
+    {"BF16", 1, 2, TBC_TYPE_BF16},                                     // 30
+};
+
+static TBC__MAYBE_UNUSED int tbc__type_known(tbc_type t) { return (int)t >= 0 && (int)t < (int)TBC_TYPE_COUNT_ && tbc__types[t].name; }
+static TBC__MAYBE_UNUSED int tbc__type_block(tbc_type t) { return tbc__type_known(t) ? tbc__types[t].block : 0; }
+static TBC__MAYBE_UNUSED size_t tbc__type_bytes(tbc_type t) { return tbc__type_known(t) ? (size_t)tbc__types[t].bytes : 0; }
+static TBC__MAYBE_UNUSED tbc_type tbc__vec_dot_type(tbc_type t) { return tbc__type_known(t) ? tbc__types[t].vec_dot : TBC_TYPE_F32; }
+// Bytes of a row of n elements; the caller has checked that n is a multiple of the block size.
+static TBC__MAYBE_UNUSED size_t tbc__row_bytes(tbc_type t, int64_t n) {
+    int b = tbc__type_block(t);
+    return b ? (size_t)(n / b) * tbc__type_bytes(t) : 0;
+}
+
+// ---------------------------------------------------------------------------------------------------- quantize
+// Round half to even like vroundps(_MM_ROUND_NEAREST); exact for |v| < 2^23, which covers every use here.
+static TBC__INLINE float tbc__round_even(float v) {
+    float a = fabsf(v);
+    if (!(a < 8388608.0f)) return v;
+    float r = (a + 8388608.0f) - 8388608.0f;  // the add rounds to nearest even in the default FP mode
+    return v < 0 ? -r : r;
+}
+
+// Activation Q8_0/Q8_1 exactly as ggml's x86 quantize_row_q8_0/q8_1: amax = max|x|, d = amax/127 stored as fp16,
+// q = round-half-even(x * (127/amax)) (the float reciprocal, not 1/d); Q8_1 adds s = fp16(d * sum(q)) with the
+// unrounded d.
+static TBC__MAYBE_UNUSED void tbc__quant_q8_01_ref(const float *x, uint8_t *y, int64_t n, int with_sum) {
+    size_t bs = with_sum ? 36 : 34, qo = with_sum ? 4 : 2;
+    for (int64_t b = 0; b < n / 32; b++, x += 32, y += bs) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) { float a = fabsf(x[j]); amax = a > amax ? a : amax; }
+        const float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        uint16_t dh = tbc__f32_to_f16(d);
+        memcpy(y, &dh, 2);
+        int sum = 0;
+        for (int j = 0; j < 32; j++) {
+            int q = (int)tbc__round_even(x[j] * id);
+            q = q > 127 ? 127 : q < -128 ? -128 : q;
+            y[qo + j] = (uint8_t)(int8_t)q;
+            sum += q;
+        }
+        if (with_sum) { uint16_t sh = tbc__f32_to_f16(d * (float)sum); memcpy(y + 2, &sh, 2); }
+    }
+}
+
+static TBC__MAYBE_UNUSED void tbc__quant_q8_01(const float *x, uint8_t *y, int64_t n, int with_sum) {
+#if defined(TBC__AVX2)
+    size_t bs = with_sum ? 36 : 34, qo = with_sum ? 4 : 2;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < n / 32; b++, x += 32, y += bs) {
+        __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16);
+        __m256 v3 = _mm256_loadu_ps(x + 24);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        uint16_t dh = tbc__f32_to_f16(d);
+        memcpy(y, &dh, 2);
+        const __m256 mul = _mm256_set1_ps(id);
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        if (with_sum) {
+            __m256i s = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            s4 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 1));
+            uint16_t sh = tbc__f32_to_f16(d * (float)_mm_cvtsi128_si32(s4));
+            memcpy(y + 2, &sh, 2);
+        }
+        // packs work per 128-bit lane; the permute restores element order
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(void *)(y + qo), p);
+    }
+#else
+    tbc__quant_q8_01_ref(x, y, n, with_sum);
+#endif
+}
+
+// Weight quantizers: ggml's reference quantizers (what llama-quantize writes).
+static TBC__MAYBE_UNUSED void tbc__quant_q4_0(const float *x, uint8_t *y, int64_t n) {
+    for (int64_t b = 0; b < n / 32; b++, x += 32, y += 18) {
+        float amax = 0.0f, vmax = 0.0f;
+        for (int j = 0; j < 32; j++) if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); vmax = x[j]; }
+        const float d = vmax / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint16_t dh = tbc__f32_to_f16(d);
+        memcpy(y, &dh, 2);
+        for (int j = 0; j < 16; j++) {
+            int q0 = (int)(int8_t)(x[j] * id + 8.5f), q1 = (int)(int8_t)(x[j + 16] * id + 8.5f);
+            q0 = q0 > 15 ? 15 : q0; q1 = q1 > 15 ? 15 : q1;
+            y[2 + j] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+static TBC__MAYBE_UNUSED void tbc__quant_q4_1(const float *x, uint8_t *y, int64_t n) {
+    for (int64_t b = 0; b < n / 32; b++, x += 32, y += 20) {
+        float lo = x[0], hi = x[0];
+        for (int j = 1; j < 32; j++) { lo = x[j] < lo ? x[j] : lo; hi = x[j] > hi ? x[j] : hi; }
+        const float d = (hi - lo) / 15.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint16_t dh = tbc__f32_to_f16(d), mh = tbc__f32_to_f16(lo);
+        memcpy(y, &dh, 2); memcpy(y + 2, &mh, 2);
+        for (int j = 0; j < 16; j++) {
+            int q0 = (int)(int8_t)((x[j] - lo) * id + 0.5f), q1 = (int)(int8_t)((x[j + 16] - lo) * id + 0.5f);
+            q0 = q0 > 15 ? 15 : q0; q1 = q1 > 15 ? 15 : q1;
+            y[4 + j] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+static TBC__MAYBE_UNUSED void tbc__quant_q5_0(const float *x, uint8_t *y, int64_t n) {
+    for (int64_t b = 0; b < n / 32; b++, x += 32, y += 22) {
+        float amax = 0.0f, vmax = 0.0f;
+        for (int j = 0; j < 32; j++) if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); vmax = x[j]; }
+        const float d = vmax / -16.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint16_t dh = tbc__f32_to_f16(d);
+        memcpy(y, &dh, 2);
+        uint32_t qh = 0;
+        for (int j = 0; j < 16; j++) {
+            int q0 = (int)(int8_t)(x[j] * id + 16.5f), q1 = (int)(int8_t)(x[j + 16] * id + 16.5f);
+            q0 = q0 > 31 ? 31 : q0; q1 = q1 > 31 ? 31 : q1;
+            y[6 + j] = (uint8_t)((q0 & 15) | ((q1 & 15) << 4));
+            qh |= (uint32_t)((q0 >> 4) & 1) << j;
+            qh |= (uint32_t)((q1 >> 4) & 1) << (j + 16);
+        }
+        memcpy(y + 2, &qh, 4);
+    }
+}
+static TBC__MAYBE_UNUSED void tbc__quant_q5_1(const float *x, uint8_t *y, int64_t n) {
+    for (int64_t b = 0; b < n / 32; b++, x += 32, y += 24) {
+        float lo = x[0], hi = x[0];
+        for (int j = 1; j < 32; j++) { lo = x[j] < lo ? x[j] : lo; hi = x[j] > hi ? x[j] : hi; }
+        const float d = (hi - lo) / 31.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint16_t dh = tbc__f32_to_f16(d), mh = tbc__f32_to_f16(lo);
+        memcpy(y, &dh, 2); memcpy(y + 2, &mh, 2);
+        uint32_t qh = 0;
+        for (int j = 0; j < 16; j++) {
+            int q0 = (int)(uint8_t)((x[j] - lo) * id + 0.5f), q1 = (int)(uint8_t)((x[j + 16] - lo) * id + 0.5f);
+            q0 = q0 > 31 ? 31 : q0; q1 = q1 > 31 ? 31 : q1;
+            y[8 + j] = (uint8_t)((q0 & 15) | ((q1 & 15) << 4));
+            qh |= (uint32_t)((q0 >> 4) & 1) << j;
+            qh |= (uint32_t)((q1 >> 4) & 1) << (j + 16);
+        }
+        memcpy(y + 4, &qh, 4);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------- dequantize
+static TBC__MAYBE_UNUSED void tbc__dequant_q4_01(const uint8_t *x, float *y, int64_t n, int with_min) {
+    size_t bs = with_min ? 20 : 18, qo = with_min ? 4 : 2;
+    for (int64_t b = 0; b < n / 32; b++, x += bs, y += 32) {
+        const float d = tbc__f16_to_f32(tbc__ld16(x)), m = with_min ? tbc__f16_to_f32(tbc__ld16(x + 2)) : -8.0f * d;
+        for (int j = 0; j < 16; j++) {
+            y[j] = (float)(x[qo + j] & 15) * d + m;
+            y[j + 16] = (float)(x[qo + j] >> 4) * d + m;
+        }
+    }
+}
+static TBC__MAYBE_UNUSED void tbc__dequant_q5_01(const uint8_t *x, float *y, int64_t n, int with_min) {
+    size_t bs = with_min ? 24 : 22, ho = with_min ? 4 : 2;
+    for (int64_t b = 0; b < n / 32; b++, x += bs, y += 32) {
+        const float d = tbc__f16_to_f32(tbc__ld16(x)), m = with_min ? tbc__f16_to_f32(tbc__ld16(x + 2)) : -16.0f * d;
+        const uint32_t qh = tbc__ld32(x + ho);
+        for (int j = 0; j < 16; j++) {
+            int q0 = (x[ho + 4 + j] & 15) | (int)(((qh >> j) & 1u) << 4);
+            int q1 = (x[ho + 4 + j] >> 4) | (int)(((qh >> (j + 16)) & 1u) << 4);
+            y[j] = (float)q0 * d + m;
+            y[j + 16] = (float)q1 * d + m;
+        }
+    }
+}
+static TBC__MAYBE_UNUSED void tbc__dequant_q8_01(const uint8_t *x, float *y, int64_t n, int with_sum) {
+    size_t bs = with_sum ? 36 : 34, qo = with_sum ? 4 : 2;
+    for (int64_t b = 0; b < n / 32; b++, x += bs, y += 32) {
+        const float d = tbc__f16_to_f32(tbc__ld16(x));
+        for (int j = 0; j < 32; j++) y[j] = (float)(int8_t)x[qo + j] * d;
+    }
+}
+
+static TBC__MAYBE_UNUSED void tbc__f16_to_f32_row(int64_t n, const uint16_t *x, float *y) {
+    int64_t i = 0;
+#if defined(TBC__AVX2)
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(x + i))));
+#endif
+    for (; i < n; i++) y[i] = tbc__f16_to_f32(x[i]);
+}
+// Bit-exact with ggml_cpu_fp32_to_fp16 (round to nearest even).
+static TBC__MAYBE_UNUSED void tbc__f32_to_f16_row(int64_t n, const float *x, uint16_t *y) {
+    int64_t i = 0;
+#if defined(TBC__AVX2)
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(void *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; i++) y[i] = tbc__f32_to_f16(x[i]);
+}
+
+// Decodes n values of type t; returns 0 when t has no decoder.
+static TBC__MAYBE_UNUSED int tbc__dequantize(tbc_type t, const void *src, float *dst, int64_t n) {
+    const uint8_t *s = (const uint8_t *)src;
+    switch (t) {
+    case TBC_TYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); return 1;
+    case TBC_TYPE_F16: {
+        int64_t i = 0;
+        for (; i < n; i++) dst[i] = tbc__f16_to_f32(tbc__ld16(s + 2 * i));
+        return 1;
+    }
+    case TBC_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++) dst[i] = tbc__bf16_to_f32(tbc__ld16(s + 2 * i));
+        return 1;
+    case TBC_TYPE_Q4_0: tbc__dequant_q4_01(s, dst, n, 0); return 1;
+    case TBC_TYPE_Q4_1: tbc__dequant_q4_01(s, dst, n, 1); return 1;
+    case TBC_TYPE_Q5_0: tbc__dequant_q5_01(s, dst, n, 0); return 1;
+    case TBC_TYPE_Q5_1: tbc__dequant_q5_01(s, dst, n, 1); return 1;
+    case TBC_TYPE_Q8_0: tbc__dequant_q8_01(s, dst, n, 0); return 1;
+    case TBC_TYPE_Q8_1: tbc__dequant_q8_01(s, dst, n, 1); return 1;
+    case TBC_TYPE_Q2_K: tbc__dequant_q2_K(src, dst, n); return 1;
+    case TBC_TYPE_Q3_K: tbc__dequant_q3_K(src, dst, n); return 1;
+    case TBC_TYPE_Q4_K: tbc__dequant_q4_K(src, dst, n); return 1;
+    case TBC_TYPE_Q5_K: tbc__dequant_q5_K(src, dst, n); return 1;
+    case TBC_TYPE_Q6_K: tbc__dequant_q6_K(src, dst, n); return 1;
+    case TBC_TYPE_Q8_K: tbc__dequant_q8_K(src, dst, n); return 1;
+    default: return 0;
+    }
+}
+
+// Encodes n floats as type t. F16/BF16/Q8_0/Q8_1/Q8_K are the activation conversions, bit-exact with ggml-cpu on
+// x86; the other types use ggml's reference weight quantizers. Returns 0 when t has no encoder.
+static TBC__MAYBE_UNUSED int tbc__quantize(tbc_type t, const float *src, void *dst, int64_t n) {
+    uint8_t *d = (uint8_t *)dst;
+    switch (t) {
+    case TBC_TYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); return 1;
+    case TBC_TYPE_F16: {
+        int64_t i = 0;
+#if defined(TBC__AVX2)
+        for (; i + 8 <= n; i += 8)
+            _mm_storeu_si128((__m128i *)(void *)(d + 2 * i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+        for (; i < n; i++) { uint16_t h = tbc__f32_to_f16(src[i]); memcpy(d + 2 * i, &h, 2); }
+        return 1;
+    }
+    case TBC_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++) { uint16_t h = tbc__f32_to_bf16(src[i]); memcpy(d + 2 * i, &h, 2); }
+        return 1;
+    case TBC_TYPE_Q4_0: tbc__quant_q4_0(src, d, n); return 1;
+    case TBC_TYPE_Q4_1: tbc__quant_q4_1(src, d, n); return 1;
+    case TBC_TYPE_Q5_0: tbc__quant_q5_0(src, d, n); return 1;
+    case TBC_TYPE_Q5_1: tbc__quant_q5_1(src, d, n); return 1;
+    case TBC_TYPE_Q8_0: tbc__quant_q8_01(src, d, n, 0); return 1;
+    case TBC_TYPE_Q8_1: tbc__quant_q8_01(src, d, n, 1); return 1;
+    case TBC_TYPE_Q2_K: tbc__quant_q2_K(src, dst, n); return 1;
+    case TBC_TYPE_Q3_K: tbc__quant_q3_K(src, dst, n); return 1;
+    case TBC_TYPE_Q4_K: tbc__quant_q4_K(src, dst, n); return 1;
+    case TBC_TYPE_Q5_K: tbc__quant_q5_K(src, dst, n); return 1;
+    case TBC_TYPE_Q6_K: tbc__quant_q6_K(src, dst, n); return 1;
+    case TBC_TYPE_Q8_K: tbc__quant_q8_K(src, dst, n); return 1;
+    default: return 0;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------- scalar gemm
+static TBC__MAYBE_UNUSED float tbc__ldw_float(int kind, const uint8_t *p, int64_t k) {
+    if (kind == 0) { float f; memcpy(&f, p + 4 * k, 4); return f; }
+    if (kind == 1) return tbc__f16_to_f32(tbc__ld16(p + 2 * k));
+    return tbc__bf16_to_f32(tbc__ld16(p + 2 * k));
+}
+
+// kind 0 = F32, 1 = F16, 2 = BF16 (both operands of the same type).
+static TBC__MAYBE_UNUSED void tbc__gemm_float_ref(int kind, int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw,
+                                const void *A, size_t lda, float *out, size_t ldo) {
+    for (int64_t j = 0; j < na; j++)
+        for (int64_t i = 0; i < nw; i++) {
+            const uint8_t *w = (const uint8_t *)W + (size_t)i * ldw, *a = (const uint8_t *)A + (size_t)j * lda;
+            double s = 0.0;  // reference: accumulate in double
+            for (int64_t k = 0; k < n; k++) s += (double)tbc__ldw_float(kind, w, k) * (double)tbc__ldw_float(kind, a, k);
+            out[(size_t)j * ldo + (size_t)i] = (float)s;
+        }
+}
+
+// Integer values of one block (32 ints) of a weight type; *d scale, *m offset (Q4_1/Q5_1; else 0).
+static TBC__MAYBE_UNUSED void tbc__unpack_block(tbc_type t, const uint8_t *x, int *q, float *d, float *m) {
+    *d = tbc__f16_to_f32(tbc__ld16(x));
+    *m = 0.0f;
+    switch (t) {
+    case TBC_TYPE_Q4_0: for (int j = 0; j < 16; j++) { q[j] = (x[2 + j] & 15) - 8; q[j + 16] = (x[2 + j] >> 4) - 8; } break;
+    case TBC_TYPE_Q4_1:
+        *m = tbc__f16_to_f32(tbc__ld16(x + 2));
+        for (int j = 0; j < 16; j++) { q[j] = x[4 + j] & 15; q[j + 16] = x[4 + j] >> 4; }
+        break;
+    case TBC_TYPE_Q5_0: case TBC_TYPE_Q5_1: {
+        int ho = t == TBC_TYPE_Q5_1 ? 4 : 2, off = t == TBC_TYPE_Q5_1 ? 0 : 16;
+        uint32_t qh = tbc__ld32(x + ho);
+        if (t == TBC_TYPE_Q5_1) *m = tbc__f16_to_f32(tbc__ld16(x + 2));
+        for (int j = 0; j < 16; j++) {
+            q[j] = ((x[ho + 4 + j] & 15) | (int)(((qh >> j) & 1u) << 4)) - off;
+            q[j + 16] = ((x[ho + 4 + j] >> 4) | (int)(((qh >> (j + 16)) & 1u) << 4)) - off;
+        }
+        break;
+    }
+    default: for (int j = 0; j < 32; j++) q[j] = (int8_t)x[2 + j]; break;  // Q8_0
+    }
+}
+
+static TBC__MAYBE_UNUSED void tbc__gemm_q_ref(tbc_type t, int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw,
+                            const void *A, size_t lda, float *out, size_t ldo) {
+    const size_t wbs = tbc__type_bytes(t);
+    const int q81 = tbc__vec_dot_type(t) == TBC_TYPE_Q8_1;
+    const size_t abs_ = q81 ? 36 : 34, aqo = q81 ? 4 : 2;
+    const int64_t nb = n / 32;
+    for (int64_t j = 0; j < na; j++)
+        for (int64_t i = 0; i < nw; i++) {
+            const uint8_t *w = (const uint8_t *)W + (size_t)i * ldw, *a = (const uint8_t *)A + (size_t)j * lda;
+            float sum = 0.0f;
+            for (int64_t b = 0; b < nb; b++, w += wbs, a += abs_) {
+                int q[32], isum = 0;
+                float dw, mw;
+                tbc__unpack_block(t, w, q, &dw, &mw);
+                for (int k = 0; k < 32; k++) isum += q[k] * (int8_t)a[aqo + k];
+                const float da = tbc__f16_to_f32(tbc__ld16(a));
+                sum += (dw * da) * (float)isum;
+                if (q81) sum += mw * tbc__f16_to_f32(tbc__ld16(a + 2));
+            }
+            out[(size_t)j * ldo + (size_t)i] = sum;
+        }
+}
+
+// Scalar reference product of every type; returns 0 for a type without a product.
+static TBC__MAYBE_UNUSED int tbc__gemm_ref(tbc_type t, int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw, const void *A,
+                         size_t lda, float *out, size_t ldo) {
+    switch (t) {
+    case TBC_TYPE_F32: tbc__gemm_float_ref(0, n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_F16: tbc__gemm_float_ref(1, n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_BF16: tbc__gemm_float_ref(2, n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_Q4_0: case TBC_TYPE_Q4_1: case TBC_TYPE_Q5_0: case TBC_TYPE_Q5_1: case TBC_TYPE_Q8_0:
+        tbc__gemm_q_ref(t, n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_Q2_K: tbc__gemm_q2_K_ref(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_Q3_K: tbc__gemm_q3_K_ref(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_Q4_K: tbc__gemm_q4_K_ref(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_Q5_K: tbc__gemm_q5_K_ref(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_Q6_K: tbc__gemm_q6_K_ref(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    default: return 0;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------- SIMD gemm
+// Blocking: activation rows in chunks of TBC__ACHUNK (their blocks stay in L2), weight rows in tiles of 4 (which stay
+// in L1 while every activation tile of the chunk passes over them), activation rows in tiles of up to 4.
+#define TBC__ACHUNK 64
+// Decode (one activation row): tiles of 8 weight rows where the tile supports it (AVX-512 integer tiles), else 4.
+#define TBC__NR8 0
+
+// The driver calls TILE(nr, nc, n, w, ldw, a, lda, out, ldo) with nr in {4, 1} and nc in 1..4, all constants.
+#define TBC__GEMM_DRIVER(NAME, TILE)                                                                               \
+    static void NAME(int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw, const void *A, size_t lda,     \
+                     float *out, size_t ldo) {                                                                     \
+        const uint8_t *w8 = (const uint8_t *)W, *a8 = (const uint8_t *)A;                                          \
+        for (int64_t j0 = 0; j0 < na; j0 += TBC__ACHUNK) {                                                         \
+            const int64_t j1 = j0 + TBC__ACHUNK < na ? j0 + TBC__ACHUNK : na;                                      \
+            for (int64_t i = 0; i < nw;) {                                                                         \
+                const int full = nw - i >= 4;                                                                      \
+                const uint8_t *wi = w8 + (size_t)i * ldw;                                                          \
+                for (int64_t j = j0; j < j1; j += 4) {                                                             \
+                    const uint8_t *aj = a8 + (size_t)j * lda;                                                      \
+                    float *o = out + (size_t)j * ldo + (size_t)i;                                                  \
+                    const int64_t nc = j1 - j < 4 ? j1 - j : 4;                                                    \
+                    if (TBC__NR8 && nc == 1 && nw - i >= 8 && j1 - j0 == 1) {                                       \
+                        TILE(TBC__NR8, 1, n, wi, ldw, aj, lda, o, ldo);                                            \
+                    } else if (full) {                                                                             \
+                        if (nc == 4) TILE(4, 4, n, wi, ldw, aj, lda, o, ldo);                                      \
+                        else if (nc == 3) TILE(4, 3, n, wi, ldw, aj, lda, o, ldo);                                 \
+                        else if (nc == 2) TILE(4, 2, n, wi, ldw, aj, lda, o, ldo);                                 \
+                        else TILE(4, 1, n, wi, ldw, aj, lda, o, ldo);                                              \
+                    } else {                                                                                       \
+                        if (nc == 4) TILE(1, 4, n, wi, ldw, aj, lda, o, ldo);                                      \
+                        else if (nc == 3) TILE(1, 3, n, wi, ldw, aj, lda, o, ldo);                                 \
+                        else if (nc == 2) TILE(1, 2, n, wi, ldw, aj, lda, o, ldo);                                 \
+                        else TILE(1, 1, n, wi, ldw, aj, lda, o, ldo);                                              \
+                    }                                                                                              \
+                }                                                                                                  \
+                i += TBC__NR8 && nw - i >= 8 && j1 - j0 == 1 ? 8 : full ? 4 : 1;                                  \
+            }                                                                                                      \
+        }                                                                                                          \
+    }
+
+#if defined(TBC__AVX512)
+// ---- AVX-512 float tiles: 16 lanes, masked tail, kind 0/1/2 = F32/F16/BF16
+static TBC__INLINE __m512 tbc__x16_ld(int kind, const uint8_t *p) {
+    if (kind == 0) return _mm512_loadu_ps((const float *)(const void *)p);
+    if (kind == 1) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)p)), 16));
+}
+static TBC__INLINE __m512 tbc__x16_ldm(int kind, const uint8_t *p, __mmask16 m) {
+    if (kind == 0) return _mm512_maskz_loadu_ps(m, p);
+    if (kind == 1) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+static TBC__INLINE void tbc__x16_ftile(int kind, int NR, int NC, int64_t n, const uint8_t *W, size_t ldw,
+                                       const uint8_t *A, size_t lda, float *out, size_t ldo) {
+    __m512 acc[4][4];
+    const size_t es = kind == 0 ? 4 : 2;
+    TBC__UNROLL for (int r = 0; r < 4; r++) TBC__UNROLL for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m512 a[4];
+        TBC__UNROLL for (int c = 0; c < NC; c++) a[c] = tbc__x16_ld(kind, A + (size_t)c * lda + (size_t)k * es);
+        TBC__UNROLL for (int r = 0; r < NR; r++) {
+            const __m512 w = tbc__x16_ld(kind, W + (size_t)r * ldw + (size_t)k * es);
+            TBC__UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_fmadd_ps(w, a[c], acc[r][c]);
+        }
+    }
+    if (k < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - k)) - 1u);
+        __m512 a[4];
+        TBC__UNROLL for (int c = 0; c < NC; c++) a[c] = tbc__x16_ldm(kind, A + (size_t)c * lda + (size_t)k * es, m);
+        TBC__UNROLL for (int r = 0; r < NR; r++) {
+            const __m512 w = tbc__x16_ldm(kind, W + (size_t)r * ldw + (size_t)k * es, m);
+            TBC__UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_fmadd_ps(w, a[c], acc[r][c]);
+        }
+    }
+    TBC__UNROLL for (int c = 0; c < NC; c++) TBC__UNROLL for (int r = 0; r < NR; r++)
+        out[(size_t)c * ldo + (size_t)r] = tbc__hsum16(acc[r][c]);
+}
+#define TBC__FT_F32(NR, NC, ...) tbc__x16_ftile(0, NR, NC, __VA_ARGS__)
+#define TBC__FT_F16(NR, NC, ...) tbc__x16_ftile(1, NR, NC, __VA_ARGS__)
+#define TBC__FT_BF16(NR, NC, ...) tbc__x16_ftile(2, NR, NC, __VA_ARGS__)
+
+#elif defined(TBC__AVX2)
+// ---- AVX2 float tiles: 8 lanes, scalar tail
+static TBC__INLINE __m256 tbc__x8_ld(int kind, const uint8_t *p) {
+    if (kind == 0) return _mm256_loadu_ps((const float *)(const void *)p);
+    if (kind == 1) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)p)), 16));
+}
+static TBC__INLINE void tbc__x8_ftile(int kind, int NR, int NC, int64_t n, const uint8_t *W, size_t ldw,
+                                      const uint8_t *A, size_t lda, float *out, size_t ldo) {
+    __m256 acc[4][4];
+    const size_t es = kind == 0 ? 4 : 2;
+    TBC__UNROLL for (int r = 0; r < 4; r++) TBC__UNROLL for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 a[4];
+        TBC__UNROLL for (int c = 0; c < NC; c++) a[c] = tbc__x8_ld(kind, A + (size_t)c * lda + (size_t)k * es);
+        TBC__UNROLL for (int r = 0; r < NR; r++) {
+            const __m256 w = tbc__x8_ld(kind, W + (size_t)r * ldw + (size_t)k * es);
+            TBC__UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm256_fmadd_ps(w, a[c], acc[r][c]);
+        }
+    }
+    TBC__UNROLL for (int c = 0; c < NC; c++) TBC__UNROLL for (int r = 0; r < NR; r++) {
+        float s = tbc__hsum8(acc[r][c]);
+        for (int64_t kk = k; kk < n; kk++)
+            s += tbc__ldw_float(kind, W + (size_t)r * ldw, kk) * tbc__ldw_float(kind, A + (size_t)c * lda, kk);
+        out[(size_t)c * ldo + (size_t)r] = s;
+    }
+}
+#define TBC__FT_F32(NR, NC, ...) tbc__x8_ftile(0, NR, NC, __VA_ARGS__)
+#define TBC__FT_F16(NR, NC, ...) tbc__x8_ftile(1, NR, NC, __VA_ARGS__)
+#define TBC__FT_BF16(NR, NC, ...) tbc__x8_ftile(2, NR, NC, __VA_ARGS__)
+
+#elif defined(TBC__NEON)
+// ---- NEON float tiles: 4 lanes, scalar tail
+static TBC__INLINE float32x4_t tbc__n4_ld(int kind, const uint8_t *p) {
+    if (kind == 0) return vld1q_f32((const float *)(const void *)p);
+    if (kind == 1) return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)(const void *)p)));
+    return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16((const uint16_t *)(const void *)p), 16));
+}
+static TBC__INLINE void tbc__n4_ftile(int kind, int NR, int NC, int64_t n, const uint8_t *W, size_t ldw,
+                                      const uint8_t *A, size_t lda, float *out, size_t ldo) {
+    float32x4_t acc[4][4];
+    const size_t es = kind == 0 ? 4 : 2;
+    TBC__UNROLL for (int r = 0; r < 4; r++) TBC__UNROLL for (int c = 0; c < 4; c++) acc[r][c] = vdupq_n_f32(0.0f);
+    int64_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        float32x4_t a[4];
+        TBC__UNROLL for (int c = 0; c < NC; c++) a[c] = tbc__n4_ld(kind, A + (size_t)c * lda + (size_t)k * es);
+        TBC__UNROLL for (int r = 0; r < NR; r++) {
+            const float32x4_t w = tbc__n4_ld(kind, W + (size_t)r * ldw + (size_t)k * es);
+            TBC__UNROLL for (int c = 0; c < NC; c++) acc[r][c] = vfmaq_f32(acc[r][c], w, a[c]);
+        }
+    }
+    TBC__UNROLL for (int c = 0; c < NC; c++) TBC__UNROLL for (int r = 0; r < NR; r++) {
+        float s = vaddvq_f32(acc[r][c]);
+        for (int64_t kk = k; kk < n; kk++)
+            s += tbc__ldw_float(kind, W + (size_t)r * ldw, kk) * tbc__ldw_float(kind, A + (size_t)c * lda, kk);
+        out[(size_t)c * ldo + (size_t)r] = s;
+    }
+}
+#define TBC__FT_F32(NR, NC, ...) tbc__n4_ftile(0, NR, NC, __VA_ARGS__)
+#define TBC__FT_F16(NR, NC, ...) tbc__n4_ftile(1, NR, NC, __VA_ARGS__)
+#define TBC__FT_BF16(NR, NC, ...) tbc__n4_ftile(2, NR, NC, __VA_ARGS__)
+#endif
+
+#if defined(TBC__FT_F32)
+TBC__GEMM_DRIVER(tbc__gemm_f32_simd, TBC__FT_F32)
+TBC__GEMM_DRIVER(tbc__gemm_f16_simd, TBC__FT_F16)
+TBC__GEMM_DRIVER(tbc__gemm_bf16_simd, TBC__FT_BF16)
+#define TBC__HAVE_FLOAT_SIMD 1
+#endif
+
+// ---- integer block tiles
+// Per weight type: block bytes, offset of the quants, the offset subtracted from the unsigned quants (q - off is the
+// signed value), and whether the activations are Q8_1 (then m_w * s_a is added per block).
+#define TBC__WBS(t) ((t) == TBC_TYPE_Q4_0 ? 18 : (t) == TBC_TYPE_Q4_1 ? 20 : (t) == TBC_TYPE_Q5_0 ? 22 : (t) == TBC_TYPE_Q5_1 ? 24 : 34)
+#define TBC__Q81(t) ((t) == TBC_TYPE_Q4_1 || (t) == TBC_TYPE_Q5_1)
+#define TBC__OFF(t) ((t) == TBC_TYPE_Q4_0 ? 8 : (t) == TBC_TYPE_Q5_0 ? 16 : (t) == TBC_TYPE_Q8_0 ? 128 : 0)
+
+#if defined(TBC__AVX512VNNI)
+// Two blocks per 512-bit register. vpdpbusd multiplies unsigned weight bytes u = q + off by signed activation bytes;
+// the accumulator starts at -off * (sum of the activation bytes of the lane), so each int32 lane ends as the signed
+// partial dot product. Nibble types use lanes [lo nibbles blk0 | lo blk1 | hi blk0 | hi blk1] so the weights unpack
+// with one shift; the activations (loaded once per tile) are permuted to match.
+static TBC__INLINE __m512 tbc__v_scales(int perm, uint16_t h0, uint16_t h1) {
+    const __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)h0 | ((uint32_t)h1 << 16))));
+    const __m512i idx = perm ? _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1)
+                             : _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(f));
+}
+// Weights of blocks p and p + wbs (only p when !two: the other half is zero).
+static TBC__INLINE void tbc__v_ldw(int t, int two, const uint8_t *p, __m512i *u, __m512 *d, __m512 *m) {
+    const int wbs = TBC__WBS(t);
+    *d = tbc__v_scales(t != TBC_TYPE_Q8_0, tbc__ld16(p), two ? tbc__ld16(p + wbs) : 0);
+    if (t == TBC_TYPE_Q8_0) {
+        __m512i z = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2)));
+        z = _mm512_inserti64x4(z, two ? _mm256_loadu_si256((const __m256i *)(const void *)(p + 36)) : _mm256_setzero_si256(), 1);
+        *u = _mm512_xor_si512(z, _mm512_set1_epi8((char)0x80));
+        return;
+    }
+    const int qo = t == TBC_TYPE_Q4_0 ? 2 : t == TBC_TYPE_Q4_1 ? 4 : t == TBC_TYPE_Q5_0 ? 6 : 8;
+    __m256i y = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(p + qo)));
+    y = _mm256_inserti128_si256(y, two ? _mm_loadu_si128((const __m128i *)(const void *)(p + wbs + qo)) : _mm_setzero_si128(), 1);
+    __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(y), _mm256_srli_epi16(y, 4), 1);
+    z = _mm512_and_si512(z, _mm512_set1_epi8(15));
+    if (t == TBC_TYPE_Q5_0 || t == TBC_TYPE_Q5_1) {
+        const int ho = qo - 4;
+        const uint64_t h0 = tbc__ld32(p + ho), h1 = two ? tbc__ld32(p + wbs + ho) : 0;
+        const uint64_t bits = (h0 & 0xffffu) | ((h1 & 0xffffu) << 16) | ((h0 >> 16) << 32) | ((h1 >> 16) << 48);
+        z = _mm512_or_si512(z, _mm512_maskz_mov_epi8((__mmask64)bits, _mm512_set1_epi8(16)));
+    }
+    *u = z;
+    if (TBC__Q81(t)) {  // m in lane 0 of each block's lanes only: it is added once per block
+        const uint16_t m0 = tbc__ld16(p + 2), m1 = two ? tbc__ld16(p + wbs + 2) : 0;
+        *m = _mm512_maskz_mov_ps(0x0011, tbc__v_scales(1, m0, m1));
+    }
+}
+// Activations of blocks p and p + abs (Q8_0 or Q8_1), permuted for nibble types.
+static TBC__INLINE void tbc__v_lda(int t, int two, const uint8_t *p, __m512i *a, __m512i *neg, __m512 *d, __m512 *s) {
+    const int q81 = TBC__Q81(t), abs_ = q81 ? 36 : 34, qo = q81 ? 4 : 2, perm = t != TBC_TYPE_Q8_0;
+    __m512i z = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(p + qo)));
+    z = _mm512_inserti64x4(z, two ? _mm256_loadu_si256((const __m256i *)(const void *)(p + abs_ + qo)) : _mm256_setzero_si256(), 1);
+    if (perm) z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+    *a = z;
+    const int off = TBC__OFF(t);
+    *neg = off ? _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)off), z))
+               : _mm512_setzero_si512();
+    *d = tbc__v_scales(perm, tbc__ld16(p), two ? tbc__ld16(p + abs_) : 0);
+    if (q81) *s = tbc__v_scales(1, tbc__ld16(p + 2), two ? tbc__ld16(p + abs_ + 2) : 0);
+}
+static TBC__INLINE void tbc__v_step(int t, int NR, int NC, int two, const uint8_t *W, size_t ldw, const uint8_t *A,
+                                    size_t lda, __m512 acc[8][4]) {
+    __m512i a[4], neg[4];
+    __m512 da[4], sa[4];
+    TBC__UNROLL for (int c = 0; c < 4; c++) sa[c] = _mm512_setzero_ps();
+    TBC__UNROLL for (int c = 0; c < NC; c++) tbc__v_lda(t, two, A + (size_t)c * lda, &a[c], &neg[c], &da[c], &sa[c]);
+    TBC__UNROLL for (int r = 0; r < NR; r++) {
+        __m512i u;
+        __m512 dw, mw = _mm512_setzero_ps();
+        tbc__v_ldw(t, two, W + (size_t)r * ldw, &u, &dw, &mw);
+        TBC__UNROLL for (int c = 0; c < NC; c++) {
+            const __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(neg[c], u, a[c]));
+            acc[r][c] = _mm512_fmadd_ps(p, _mm512_mul_ps(dw, da[c]), acc[r][c]);
+            if (TBC__Q81(t)) acc[r][c] = _mm512_fmadd_ps(mw, sa[c], acc[r][c]);
+        }
+    }
+}
+static TBC__INLINE void tbc__v_qtile(int t, int NR, int NC, int64_t n, const uint8_t *W, size_t ldw,
+                                     const uint8_t *A, size_t lda, float *out, size_t ldo) {
+    const int wbs = TBC__WBS(t), abs_ = TBC__Q81(t) ? 36 : 34;
+    const int64_t nb = n / 32;
+    __m512 acc[8][4];
+    TBC__UNROLL for (int r = 0; r < 8; r++) TBC__UNROLL for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) tbc__v_step(t, NR, NC, 1, W + (size_t)b * wbs, ldw, A + (size_t)b * abs_, lda, acc);
+    if (b < nb) tbc__v_step(t, NR, NC, 0, W + (size_t)b * wbs, ldw, A + (size_t)b * abs_, lda, acc);
+    TBC__UNROLL for (int c = 0; c < NC; c++) TBC__UNROLL for (int r = 0; r < NR; r++)
+        out[(size_t)c * ldo + (size_t)r] = tbc__hsum16(acc[r][c]);
+}
+#define TBC__QT_Q4_0(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q4_0, NR, NC, __VA_ARGS__)
+#define TBC__QT_Q4_1(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q4_1, NR, NC, __VA_ARGS__)
+#define TBC__QT_Q5_0(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q5_0, NR, NC, __VA_ARGS__)
+#define TBC__QT_Q5_1(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q5_1, NR, NC, __VA_ARGS__)
+#define TBC__QT_Q8_0(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q8_0, NR, NC, __VA_ARGS__)
+
+#elif defined(TBC__AVX2)
+// One block per 256-bit register, natural element order. Unsigned weights u = q + off (nibble types) meet signed
+// activations in vpmaddubsw (no saturation: u <= 31) or vpdpbusd when VNNI is there; Q8_0 uses the sign trick
+// |w| * sign(a, w) without VNNI (|w| <= 127 so no saturation either), the offset trick with it.
+#if defined(TBC__VNNI256)
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define TBC__DPBUSD256(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
+#else
+#define TBC__DPBUSD256(acc, u, s) _mm256_dpbusd_avx_epi32(acc, u, s)
+#endif
+#endif
+static TBC__INLINE void tbc__w_ldw(int t, const uint8_t *p, __m256i *u, __m256 *d, __m256 *m) {
+    *d = _mm256_set1_ps(tbc__f16_to_f32(tbc__ld16(p)));
+    if (t == TBC_TYPE_Q8_0) {
+        const __m256i w = _mm256_loadu_si256((const __m256i *)(const void *)(p + 2));
+#if defined(TBC__VNNI256)
+        *u = _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80));
+#else
+        *u = w;  // signed; the tile applies the sign trick
+#endif
+        return;
+    }
+    const int qo = t == TBC_TYPE_Q4_0 ? 2 : t == TBC_TYPE_Q4_1 ? 4 : t == TBC_TYPE_Q5_0 ? 6 : 8;
+    const __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(p + qo));
+    __m256i z = _mm256_inserti128_si256(_mm256_castsi128_si256(x), _mm_srli_epi16(x, 4), 1);
+    z = _mm256_and_si256(z, _mm256_set1_epi8(15));
+    if (t == TBC_TYPE_Q5_0 || t == TBC_TYPE_Q5_1) {
+        // spread the 32 high bits over 32 bytes: byte k tests bit k
+        const __m256i bits = _mm256_shuffle_epi8(_mm256_set1_epi32((int)tbc__ld32(p + qo - 4)),
+            _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL, 0x0303030303030303LL));
+        const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+        const __m256i hit = _mm256_cmpeq_epi8(_mm256_and_si256(bits, sel), sel);
+        z = _mm256_or_si256(z, _mm256_and_si256(hit, _mm256_set1_epi8(16)));
+    }
+    *u = z;
+    if (TBC__Q81(t)) *m = _mm256_set_ps(0, 0, 0, 0, 0, 0, 0, tbc__f16_to_f32(tbc__ld16(p + 2)));
+}
+static TBC__INLINE void tbc__w_step(int t, int NR, int NC, const uint8_t *W, size_t ldw, const uint8_t *A, size_t lda,
+                                    __m256 acc[4][4]) {
+    const int q81 = TBC__Q81(t), qo = q81 ? 4 : 2, off = TBC__OFF(t);
+    __m256i a[4], neg[4];
+    __m256 da[4], sa[4];
+    TBC__UNROLL for (int c = 0; c < 4; c++) sa[c] = _mm256_setzero_ps();
+    TBC__UNROLL for (int c = 0; c < NC; c++) {
+        const uint8_t *p = A + (size_t)c * lda;
+        a[c] = _mm256_loadu_si256((const __m256i *)(const void *)(p + qo));
+        da[c] = _mm256_set1_ps(tbc__f16_to_f32(tbc__ld16(p)));
+        if (q81) sa[c] = _mm256_set1_ps(tbc__f16_to_f32(tbc__ld16(p + 2)));
+#if defined(TBC__VNNI256)
+        neg[c] = off ? _mm256_sub_epi32(_mm256_setzero_si256(), TBC__DPBUSD256(_mm256_setzero_si256(), _mm256_set1_epi8((char)off), a[c]))
+                     : _mm256_setzero_si256();
+#else
+        // int16 pair sums of -off * a (|.| <= 16 * 254); Q8_0 does not need it
+        neg[c] = off && t != TBC_TYPE_Q8_0 ? _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_maddubs_epi16(_mm256_set1_epi8((char)off), a[c]))
+                                           : _mm256_setzero_si256();
+#endif
+    }
+    TBC__UNROLL for (int r = 0; r < NR; r++) {
+        __m256i u;
+        __m256 dw, mw = _mm256_setzero_ps();
+        tbc__w_ldw(t, W + (size_t)r * ldw, &u, &dw, &mw);
+#if !defined(TBC__VNNI256)
+        const __m256i ones = _mm256_set1_epi16(1);
+        __m256i au = u;
+        if (t == TBC_TYPE_Q8_0) au = _mm256_sign_epi8(u, u);
+#endif
+        TBC__UNROLL for (int c = 0; c < NC; c++) {
+#if defined(TBC__VNNI256)
+            const __m256i p32 = TBC__DPBUSD256(neg[c], u, a[c]);
+#else
+            __m256i p16;
+            if (t == TBC_TYPE_Q8_0) p16 = _mm256_maddubs_epi16(au, _mm256_sign_epi8(a[c], u));
+            else p16 = _mm256_add_epi16(_mm256_maddubs_epi16(au, a[c]), neg[c]);
+            const __m256i p32 = _mm256_madd_epi16(p16, ones);
+#endif
+            acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_mul_ps(dw, da[c]), acc[r][c]);
+            if (q81) acc[r][c] = _mm256_fmadd_ps(mw, sa[c], acc[r][c]);
+        }
+    }
+}
+static TBC__INLINE void tbc__w_qtile(int t, int NR, int NC, int64_t n, const uint8_t *W, size_t ldw,
+                                     const uint8_t *A, size_t lda, float *out, size_t ldo) {
+    const int wbs = TBC__WBS(t), abs_ = TBC__Q81(t) ? 36 : 34;
+    const int64_t nb = n / 32;
+    __m256 acc[4][4];
+    TBC__UNROLL for (int r = 0; r < 4; r++) TBC__UNROLL for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) tbc__w_step(t, NR, NC, W + (size_t)b * wbs, ldw, A + (size_t)b * abs_, lda, acc);
+    TBC__UNROLL for (int c = 0; c < NC; c++) TBC__UNROLL for (int r = 0; r < NR; r++)
+        out[(size_t)c * ldo + (size_t)r] = tbc__hsum8(acc[r][c]);
+}
+#define TBC__QT_Q4_0(NR, NC, ...) tbc__w_qtile(TBC_TYPE_Q4_0, NR, NC, __VA_ARGS__)
+#define TBC__QT_Q4_1(NR, NC, ...) tbc__w_qtile(TBC_TYPE_Q4_1, NR, NC, __VA_ARGS__)
+#define TBC__QT_Q5_0(NR, NC, ...) tbc__w_qtile(TBC_TYPE_Q5_0, NR, NC, __VA_ARGS__)
+#define TBC__QT_Q5_1(NR, NC, ...) tbc__w_qtile(TBC_TYPE_Q5_1, NR, NC, __VA_ARGS__)
+#define TBC__QT_Q8_0(NR, NC, ...) tbc__w_qtile(TBC_TYPE_Q8_0, NR, NC, __VA_ARGS__)
+
+#elif defined(TBC__NEON)
+// One block = two int8x16 halves (elements 0-15, 16-31), signed weights (q - off), sdot or vmull.
+static TBC__INLINE int32x4_t tbc__n_dot(int32x4_t acc, int8x16_t w0, int8x16_t w1, int8x16_t a0, int8x16_t a1) {
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(vdotq_s32(acc, w0, a0), w1, a1);
+#else
+    // |w*a| <= 128*127, so a pair of products fits in int16
+    int16x8_t p0 = vmull_s8(vget_low_s8(w0), vget_low_s8(a0));
+    int16x8_t p1 = vmull_s8(vget_high_s8(w0), vget_high_s8(a0));
+    int16x8_t p2 = vmull_s8(vget_low_s8(w1), vget_low_s8(a1));
+    int16x8_t p3 = vmull_s8(vget_high_s8(w1), vget_high_s8(a1));
+    acc = vpadalq_s16(acc, p0);
+    acc = vpadalq_s16(acc, p1);
+    acc = vpadalq_s16(acc, p2);
+    return vpadalq_s16(acc, p3);
+#endif
+}
+static TBC__INLINE void tbc__n_ldw(int t, const uint8_t *p, int8x16_t *w0, int8x16_t *w1, float *d, float *m) {
+    *d = tbc__f16_to_f32(tbc__ld16(p));
+    if (t == TBC_TYPE_Q8_0) { *w0 = vld1q_s8((const int8_t *)(p + 2)); *w1 = vld1q_s8((const int8_t *)(p + 18)); return; }
+    const int qo = t == TBC_TYPE_Q4_0 ? 2 : t == TBC_TYPE_Q4_1 ? 4 : t == TBC_TYPE_Q5_0 ? 6 : 8;
+    const uint8x16_t x = vld1q_u8(p + qo);
+    uint8x16_t lo = vandq_u8(x, vdupq_n_u8(15)), hi = vshrq_n_u8(x, 4);
+    if (t == TBC_TYPE_Q5_0 || t == TBC_TYPE_Q5_1) {
+        static const uint8_t sel[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+        const uint32_t qh = tbc__ld32(p + qo - 4);
+        const uint8x8_t b0 = vdup_n_u8((uint8_t)qh), b1 = vdup_n_u8((uint8_t)(qh >> 8));
+        const uint8x8_t b2 = vdup_n_u8((uint8_t)(qh >> 16)), b3 = vdup_n_u8((uint8_t)(qh >> 24));
+        const uint8x16_t s = vld1q_u8(sel), sixteen = vdupq_n_u8(16);
+        lo = vorrq_u8(lo, vandq_u8(vtstq_u8(vcombine_u8(b0, b1), s), sixteen));
+        hi = vorrq_u8(hi, vandq_u8(vtstq_u8(vcombine_u8(b2, b3), s), sixteen));
+    }
+    const int off = TBC__OFF(t);
+    *w0 = vsubq_s8(vreinterpretq_s8_u8(lo), vdupq_n_s8((int8_t)off));
+    *w1 = vsubq_s8(vreinterpretq_s8_u8(hi), vdupq_n_s8((int8_t)off));
+    *m = TBC__Q81(t) ? tbc__f16_to_f32(tbc__ld16(p + 2)) : 0.0f;
+}
+static TBC__INLINE void tbc__n_qtile(int t, int NR, int NC, int64_t n, const uint8_t *W, size_t ldw,
+                                     const uint8_t *A, size_t lda, float *out, size_t ldo) {
+    const int wbs = TBC__WBS(t), q81 = TBC__Q81(t), abs_ = q81 ? 36 : 34, qo = q81 ? 4 : 2;
+    const int64_t nb = n / 32;
+    float32x4_t acc[4][4];
+    float macc[4][4];
+    TBC__UNROLL for (int r = 0; r < 4; r++) TBC__UNROLL for (int c = 0; c < 4; c++) { acc[r][c] = vdupq_n_f32(0.0f); macc[r][c] = 0.0f; }
+    for (int64_t b = 0; b < nb; b++) {
+        int8x16_t a0[4], a1[4];
+        float da[4], sa[4];
+        TBC__UNROLL for (int c = 0; c < NC; c++) {
+            const uint8_t *p = A + (size_t)c * lda + (size_t)b * abs_;
+            a0[c] = vld1q_s8((const int8_t *)(p + qo));
+            a1[c] = vld1q_s8((const int8_t *)(p + qo + 16));
+            da[c] = tbc__f16_to_f32(tbc__ld16(p));
+            sa[c] = q81 ? tbc__f16_to_f32(tbc__ld16(p + 2)) : 0.0f;
+        }
+        TBC__UNROLL for (int r = 0; r < NR; r++) {
+            int8x16_t w0, w1;
+            float dw, mw = 0.0f;
+            tbc__n_ldw(t, W + (size_t)r * ldw + (size_t)b * wbs, &w0, &w1, &dw, &mw);
+            TBC__UNROLL for (int c = 0; c < NC; c++) {
+                const int32x4_t p = tbc__n_dot(vdupq_n_s32(0), w0, w1, a0[c], a1[c]);
+                acc[r][c] = vfmaq_n_f32(acc[r][c], vcvtq_f32_s32(p), dw * da[c]);
+                if (q81) macc[r][c] += mw * sa[c];
+            }
+        }
+    }
+    TBC__UNROLL for (int c = 0; c < NC; c++) TBC__UNROLL for (int r = 0; r < NR; r++)
+        out[(size_t)c * ldo + (size_t)r] = vaddvq_f32(acc[r][c]) + macc[r][c];
+}
+#define TBC__QT_Q4_0(NR, NC, ...) tbc__n_qtile(TBC_TYPE_Q4_0, NR, NC, __VA_ARGS__)
+#define TBC__QT_Q4_1(NR, NC, ...) tbc__n_qtile(TBC_TYPE_Q4_1, NR, NC, __VA_ARGS__)
+#define TBC__QT_Q5_0(NR, NC, ...) tbc__n_qtile(TBC_TYPE_Q5_0, NR, NC, __VA_ARGS__)
+#define TBC__QT_Q5_1(NR, NC, ...) tbc__n_qtile(TBC_TYPE_Q5_1, NR, NC, __VA_ARGS__)
+#define TBC__QT_Q8_0(NR, NC, ...) tbc__n_qtile(TBC_TYPE_Q8_0, NR, NC, __VA_ARGS__)
+#endif
+
+#if defined(TBC__AVX512VNNI)
+#undef TBC__NR8
+#define TBC__NR8 8
+#endif
+#if defined(TBC__QT_Q4_0)
+TBC__GEMM_DRIVER(tbc__gemm_q4_0_simd, TBC__QT_Q4_0)
+TBC__GEMM_DRIVER(tbc__gemm_q4_1_simd, TBC__QT_Q4_1)
+TBC__GEMM_DRIVER(tbc__gemm_q5_0_simd, TBC__QT_Q5_0)
+TBC__GEMM_DRIVER(tbc__gemm_q5_1_simd, TBC__QT_Q5_1)
+TBC__GEMM_DRIVER(tbc__gemm_q8_0_simd, TBC__QT_Q8_0)
+#define TBC__HAVE_QUANT_SIMD 1
+#endif
+
+// Best compiled product for type t (A in tbc__vec_dot_type(t)); returns 0 for a type without a product.
+static TBC__MAYBE_UNUSED int tbc__gemm(tbc_type t, int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw, const void *A,
+                     size_t lda, float *out, size_t ldo) {
+    switch (t) {
+#if defined(TBC__HAVE_FLOAT_SIMD)
+    case TBC_TYPE_F32: tbc__gemm_f32_simd(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_F16: tbc__gemm_f16_simd(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_BF16: tbc__gemm_bf16_simd(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+#endif
+#if defined(TBC__HAVE_QUANT_SIMD)
+    case TBC_TYPE_Q4_0: tbc__gemm_q4_0_simd(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_Q4_1: tbc__gemm_q4_1_simd(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_Q5_0: tbc__gemm_q5_0_simd(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_Q5_1: tbc__gemm_q5_1_simd(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_Q8_0: tbc__gemm_q8_0_simd(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+#endif
+    case TBC_TYPE_Q2_K: tbc__gemm_q2_K(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_Q3_K: tbc__gemm_q3_K(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_Q4_K: tbc__gemm_q4_K(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_Q5_K: tbc__gemm_q5_K(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    case TBC_TYPE_Q6_K: tbc__gemm_q6_K(n, nw, na, W, ldw, A, lda, out, ldo); return 1;
+    default: return tbc__gemm_ref(t, n, nw, na, W, ldw, A, lda, out, ldo);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------- vectors
+// Attention helpers: q.k dot products, weighted sums of values, KV-cache conversion.
+static TBC__MAYBE_UNUSED float tbc__dot_f32(int64_t n, const float *a, const float *b) {
+    int64_t i = 0;
+    float s = 0.0f;
+#if defined(TBC__AVX512)
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    if (i + 16 <= n) { s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0); i += 16; }
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
+        i = n;
+    }
+    s = tbc__hsum16(_mm512_add_ps(s0, s1));
+#elif defined(TBC__AVX2)
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s = tbc__hsum8(_mm256_add_ps(s0, s1));
+#elif defined(TBC__NEON)
+    float32x4_t s0 = vdupq_n_f32(0.0f), s1 = vdupq_n_f32(0.0f);
+    for (; i + 8 <= n; i += 8) {
+        s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+        s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+    }
+    s = vaddvq_f32(vaddq_f32(s0, s1));
+#endif
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+// y += a * x
+static TBC__MAYBE_UNUSED void tbc__axpy_f32(int64_t n, float *y, float a, const float *x) {
+    int64_t i = 0;
+#if defined(TBC__AVX512)
+    const __m512 va = _mm512_set1_ps(a);
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+#elif defined(TBC__AVX2)
+    const __m256 va = _mm256_set1_ps(a);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+#elif defined(TBC__NEON)
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
+#endif
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static TBC__MAYBE_UNUSED float tbc__dot_f16_f32(int64_t n, const uint16_t *k, const float *q) {
+    int64_t i = 0;
+    float s = 0.0f;
+#if defined(TBC__AVX512)
+    __m512 s0 = _mm512_setzero_ps();
+    for (; i + 16 <= n; i += 16)
+        s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(k + i))), _mm512_loadu_ps(q + i), s0);
+    s = tbc__hsum16(s0);
+#elif defined(TBC__AVX2)
+    __m256 s0 = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(k + i))), _mm256_loadu_ps(q + i), s0);
+    s = tbc__hsum8(s0);
+#elif defined(TBC__NEON)
+    float32x4_t s0 = vdupq_n_f32(0.0f);
+    for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(k + i))), vld1q_f32(q + i));
+    s = vaddvq_f32(s0);
+#endif
+    for (; i < n; i++) s += tbc__f16_to_f32(k[i]) * q[i];
+    return s;
+}
+
+// y += a * x, x in fp16
+static TBC__MAYBE_UNUSED void tbc__axpy_f16(int64_t n, float *y, float a, const uint16_t *x) {
+    int64_t i = 0;
+#if defined(TBC__AVX512)
+    const __m512 va = _mm512_set1_ps(a);
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(x + i))), _mm512_loadu_ps(y + i)));
+#elif defined(TBC__AVX2)
+    const __m256 va = _mm256_set1_ps(a);
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(x + i))), _mm256_loadu_ps(y + i)));
+#elif defined(TBC__NEON)
+    for (; i + 4 <= n; i += 4)
+        vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(x + i))), a));
+#endif
+    for (; i < n; i++) y[i] += a * tbc__f16_to_f32(x[i]);
+}
+
+// ---------------------------------------------------------------------------------------------------- public
+TBC__DEF const char *tbc_type_name(tbc_type t) { return tbc__type_known(t) ? tbc__types[t].name : NULL; }
+TBC__DEF int tbc_type_block_size(tbc_type t) { return tbc__type_block(t); }
+TBC__DEF size_t tbc_type_block_bytes(tbc_type t) { return tbc__type_bytes(t); }
+
+static TBC__MAYBE_UNUSED tbc_result tbc__row_check(tbc_type t, const void *a, const void *b, int64_t n) {
+    if (!tbc__type_known(t)) return TBC_ERR_TENSOR_TYPE;
+    if (!a || !b || n < 0 || n % tbc__type_block(t) != 0) return TBC_ERR_INVALID_ARGUMENT;
+    return TBC_OK;
+}
+TBC__DEF tbc_result tbc_quantize_row(tbc_type t, const float *src, void *dst, int64_t n) {
+    tbc_result r = tbc__row_check(t, src, dst, n);
+    if (r != TBC_OK) return r;
+    return tbc__quantize(t, src, dst, n) ? TBC_OK : TBC_ERR_TENSOR_TYPE;
+}
+TBC__DEF tbc_result tbc_dequantize_row(tbc_type t, const void *src, float *dst, int64_t n) {
+    tbc_result r = tbc__row_check(t, src, dst, n);
+    if (r != TBC_OK) return r;
+    return tbc__dequantize(t, src, dst, n) ? TBC_OK : TBC_ERR_TENSOR_TYPE;
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+// >>k-quants
+// K-quant weight types Q2_K..Q6_K and the Q8_K activation type, as llama.cpp writes them in GGUF files.
+// Every type has 256 values per super-block. A dot product converts the activation row to Q8_K first (bit-exact with
+// ggml on x86), then multiplies integers per sub-block and applies the float scales once per block, as ggml does.
+//
+// Internally every weight block is seen through one model, which all SIMD paths share:
+//   w_e = d * s[e/16] * (u_e - off) - dmin * m[e/16]        e = 0..255, u_e unsigned (0..63)
+// with per-16 scales s (Q4_K/Q5_K repeat each per-32 scale), mins m (Q2_K/Q4_K/Q5_K) and an offset off (Q3_K 4,
+// Q6_K 32). Against a Q8_K block (da, a_e, bsums b_k = sum of a over the k-th 16 values):
+//   dot = da*d*(sum_k s_k*sum_e u_e*a_e - off*sum_k s_k*b_k) - da*dmin*sum_k m_k*b_k
+// The integer part is exact (it fits int32 for every type); only the last two products are rounded.
+// Rows may start at any 2-byte (weights) or 4-byte (Q8_K) aligned address.
+
+#define TBC__QK_K 256
+
+typedef struct tbc__block_q2_K { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; } tbc__block_q2_K;
+typedef struct tbc__block_q3_K { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; } tbc__block_q3_K;
+typedef struct tbc__block_q4_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } tbc__block_q4_K;
+typedef struct tbc__block_q5_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } tbc__block_q5_K;
+typedef struct tbc__block_q6_K { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } tbc__block_q6_K;
+typedef struct tbc__block_q8_K { float d; int8_t qs[256]; int16_t bsums[16]; } tbc__block_q8_K;
+
+// Compile-time size checks (a negative array size fails the build); they match ggml-common.h.
+typedef char tbc__check_q2_K[sizeof(tbc__block_q2_K) == 84 ? 1 : -1];
+typedef char tbc__check_q3_K[sizeof(tbc__block_q3_K) == 110 ? 1 : -1];
+typedef char tbc__check_q4_K[sizeof(tbc__block_q4_K) == 144 ? 1 : -1];
+typedef char tbc__check_q5_K[sizeof(tbc__block_q5_K) == 176 ? 1 : -1];
+typedef char tbc__check_q6_K[sizeof(tbc__block_q6_K) == 210 ? 1 : -1];
+typedef char tbc__check_q8_K[sizeof(tbc__block_q8_K) == 292 ? 1 : -1];
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TBC__K_INLINE static inline __attribute__((always_inline))
+#define TBC__K_ALIGN64 __attribute__((aligned(64)))
+#define TBC__K_FN static __attribute__((unused)) /* not every path or helper is called in every build */
+#else
+#define TBC__K_INLINE static inline
+#define TBC__K_ALIGN64
+#define TBC__K_FN static
+#endif
+
+// Which SIMD paths are compiled. AVX-512 implies the AVX2 path is compiled too (so tests can compare both).
+#if (defined(__x86_64__) || defined(_M_X64) || defined(__i386__)) && defined(__AVX2__) && defined(__FMA__)
+#define TBC__K_HAVE_AVX2 1
+#include <immintrin.h>
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define TBC__K_HAVE_AVX512 1
+#endif
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define TBC__K_HAVE_NEON 1
+#include <arm_neon.h>
+#endif
+
+TBC__K_FN uint32_t tbc__k_rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+TBC__K_FN void tbc__k_wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+TBC__K_FN float tbc__k_h2f(uint16_t h) {
+#if defined(__F16C__)
+    return _cvtsh_ss(h);
+#else
+    return tbc__f16_to_f32(h);
+#endif
+}
+
+// 12-byte Q4_K/Q5_K scale field -> out[0..7] scales, out[8..15] mins (6 bits each). The first four of each are the low
+// 6 bits of bytes 0-3 / 4-7; the last four take their low nibble from bytes 8-11 (scale: low half, min: high half)
+// and their top two bits from the spare bits 6-7 of bytes 0-3 (scales) / 4-7 (mins).
+TBC__K_FN void tbc__k_scales_q45(const uint8_t *s12, uint8_t *out) {
+    uint32_t w0 = tbc__k_rd32(s12), w1 = tbc__k_rd32(s12 + 4), w2 = tbc__k_rd32(s12 + 8);
+    tbc__k_wr32(out + 0, w0 & 0x3f3f3f3fu);
+    tbc__k_wr32(out + 4, (w2 & 0x0f0f0f0fu) | (((w0 >> 6) & 0x03030303u) << 4));
+    tbc__k_wr32(out + 8, w1 & 0x3f3f3f3fu);
+    tbc__k_wr32(out + 12, ((w2 >> 4) & 0x0f0f0f0fu) | (((w1 >> 6) & 0x03030303u) << 4));
+}
+TBC__K_FN void tbc__k_pack_scales_q45(const uint8_t *sc, const uint8_t *mn, uint8_t *s12) {
+    for (int j = 0; j < 4; j++) {
+        s12[j] = (uint8_t)((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
+        s12[j + 4] = (uint8_t)((mn[j] & 63) | ((mn[j + 4] >> 4) << 6));
+        s12[j + 8] = (uint8_t)((sc[j + 4] & 15) | ((mn[j + 4] & 15) << 4));
+    }
+}
+// 12-byte Q3_K scale field -> 16 signed scales (-32..31). Scale i: low nibble from byte i (i<8) or the high nibble of
+// byte i-8; bits 4-5 from byte 8+i%4 at bit 2*(i/4).
+TBC__K_FN void tbc__k_scales_q3(const uint8_t *s12, int8_t *out) {
+    uint32_t w0 = tbc__k_rd32(s12), w1 = tbc__k_rd32(s12 + 4), w2 = tbc__k_rd32(s12 + 8);
+    uint32_t v[4];
+    v[0] = (w0 & 0x0f0f0f0fu) | ((w2 & 0x03030303u) << 4);
+    v[1] = (w1 & 0x0f0f0f0fu) | (((w2 >> 2) & 0x03030303u) << 4);
+    v[2] = ((w0 >> 4) & 0x0f0f0f0fu) | (((w2 >> 4) & 0x03030303u) << 4);
+    v[3] = ((w1 >> 4) & 0x0f0f0f0fu) | (((w2 >> 6) & 0x03030303u) << 4);
+    uint8_t b[16];
+    memcpy(b, v, 16);
+    for (int i = 0; i < 16; i++) out[i] = (int8_t)(b[i] - 32);
+}
+TBC__K_FN void tbc__k_pack_scales_q3(const uint8_t *v /* 16 values 0..63 */, uint8_t *s12) {
+    memset(s12, 0, 12);
+    for (int i = 0; i < 16; i++) {
+        if (i < 8) s12[i] |= (uint8_t)(v[i] & 15);
+        else s12[i - 8] |= (uint8_t)((v[i] & 15) << 4);
+        s12[8 + i % 4] |= (uint8_t)((v[i] >> 4) << (2 * (i / 4)));
+    }
+}
+
+// ---- scalar decode of one block into the shared model (used by dequantize and the reference dot products)
+typedef struct tbc__k_dec {
+    uint8_t u[256];
+    int s[16], m[16];
+    int off;
+    float d, dmin;
+} tbc__k_dec;
+
+TBC__K_FN void tbc__k_decode_q2_K(const void *blk, tbc__k_dec *o) {
+    const tbc__block_q2_K *x = (const tbc__block_q2_K *)blk;
+    for (int k = 0; k < 16; k++) { o->s[k] = x->scales[k] & 15; o->m[k] = x->scales[k] >> 4; }
+    // element 128n + 32j + l: bits 2j..2j+1 of qs[32n + l]
+    for (int e = 0; e < 256; e++) o->u[e] = (uint8_t)((x->qs[32 * (e / 128) + e % 32] >> (2 * ((e / 32) % 4))) & 3);
+    o->off = 0; o->d = tbc__k_h2f(x->d); o->dmin = tbc__k_h2f(x->dmin);
+}
+TBC__K_FN void tbc__k_decode_q3_K(const void *blk, tbc__k_dec *o) {
+    const tbc__block_q3_K *x = (const tbc__block_q3_K *)blk;
+    int8_t sc[16];
+    tbc__k_scales_q3(x->scales, sc);
+    for (int k = 0; k < 16; k++) { o->s[k] = sc[k]; o->m[k] = 0; }
+    // element 128n + 32j + l: low bits as Q2_K, bit 2 from hmask[l] bit 4n+j (set means +4, i.e. "not minus 4")
+    for (int e = 0; e < 256; e++) {
+        int n = e / 128, j = (e / 32) % 4, l = e % 32;
+        int lo = (x->qs[32 * n + l] >> (2 * j)) & 3, hi = (x->hmask[l] >> (4 * n + j)) & 1;
+        o->u[e] = (uint8_t)(lo | (hi << 2));
+    }
+    o->off = 4; o->d = tbc__k_h2f(x->d); o->dmin = 0.0f;
+}
+TBC__K_FN void tbc__k_decode_q4_K(const void *blk, tbc__k_dec *o) {
+    const tbc__block_q4_K *x = (const tbc__block_q4_K *)blk;
+    uint8_t sm[16];
+    tbc__k_scales_q45(x->scales, sm);
+    for (int k = 0; k < 16; k++) { o->s[k] = sm[k / 2]; o->m[k] = sm[8 + k / 2]; }
+    // element 64j + 32h + l: nibble h of qs[32j + l]
+    for (int e = 0; e < 256; e++) o->u[e] = (uint8_t)((x->qs[32 * (e / 64) + e % 32] >> (4 * ((e / 32) % 2))) & 15);
+    o->off = 0; o->d = tbc__k_h2f(x->d); o->dmin = tbc__k_h2f(x->dmin);
+}
+TBC__K_FN void tbc__k_decode_q5_K(const void *blk, tbc__k_dec *o) {
+    const tbc__block_q5_K *x = (const tbc__block_q5_K *)blk;
+    uint8_t sm[16];
+    tbc__k_scales_q45(x->scales, sm);
+    for (int k = 0; k < 16; k++) { o->s[k] = sm[k / 2]; o->m[k] = sm[8 + k / 2]; }
+    // as Q4_K, plus bit 4 from qh[l] bit (e/32)
+    for (int e = 0; e < 256; e++) {
+        int lo = (x->qs[32 * (e / 64) + e % 32] >> (4 * ((e / 32) % 2))) & 15, hi = (x->qh[e % 32] >> (e / 32)) & 1;
+        o->u[e] = (uint8_t)(lo | (hi << 4));
+    }
+    o->off = 0; o->d = tbc__k_h2f(x->d); o->dmin = tbc__k_h2f(x->dmin);
+}
+TBC__K_FN void tbc__k_decode_q6_K(const void *blk, tbc__k_dec *o) {
+    const tbc__block_q6_K *x = (const tbc__block_q6_K *)blk;
+    for (int k = 0; k < 16; k++) { o->s[k] = x->scales[k]; o->m[k] = 0; }
+    // element 128n + 32q + l: nibble (q>=2) of ql[64n + 32(q&1) + l], bits 4-5 from qh[32n + l] bits 2q..2q+1
+    for (int e = 0; e < 256; e++) {
+        int n = e / 128, q = (e / 32) % 4, l = e % 32;
+        int lo = (x->ql[64 * n + 32 * (q & 1) + l] >> (4 * (q >> 1))) & 15, hi = (x->qh[32 * n + l] >> (2 * q)) & 3;
+        o->u[e] = (uint8_t)(lo | (hi << 4));
+    }
+    o->off = 32; o->d = tbc__k_h2f(x->d); o->dmin = 0.0f;
+}
+
+typedef void (*tbc__k_decode_fn)(const void *blk, tbc__k_dec *o);
+
+TBC__K_FN void tbc__k_dequant(const void *src, float *dst, int64_t n, size_t bs, tbc__k_decode_fn dec) {
+    tbc__k_dec b;
+    for (int64_t i = 0; i < n / TBC__QK_K; i++) {
+        dec((const uint8_t *)src + (size_t)i * bs, &b);
+        for (int e = 0; e < 256; e++)
+            dst[i * 256 + e] = b.d * (float)b.s[e / 16] * (float)((int)b.u[e] - b.off) - b.dmin * (float)b.m[e / 16];
+    }
+}
+TBC__K_FN void tbc__dequant_q2_K(const void *src, float *dst, int64_t n) { tbc__k_dequant(src, dst, n, 84, tbc__k_decode_q2_K); }
+TBC__K_FN void tbc__dequant_q3_K(const void *src, float *dst, int64_t n) { tbc__k_dequant(src, dst, n, 110, tbc__k_decode_q3_K); }
+TBC__K_FN void tbc__dequant_q4_K(const void *src, float *dst, int64_t n) { tbc__k_dequant(src, dst, n, 144, tbc__k_decode_q4_K); }
+TBC__K_FN void tbc__dequant_q5_K(const void *src, float *dst, int64_t n) { tbc__k_dequant(src, dst, n, 176, tbc__k_decode_q5_K); }
+TBC__K_FN void tbc__dequant_q6_K(const void *src, float *dst, int64_t n) { tbc__k_dequant(src, dst, n, 210, tbc__k_decode_q6_K); }
+
+TBC__K_FN void tbc__dequant_q8_K(const void *src, float *dst, int64_t n) {
+    const tbc__block_q8_K *x = (const tbc__block_q8_K *)src;
+    for (int64_t i = 0; i < n / TBC__QK_K; i++)
+        for (int e = 0; e < 256; e++) dst[i * 256 + e] = x[i].d * (float)x[i].qs[e];
+}
+
+// ---- Q8_K activation quantization (bit-exact with ggml's quantize_row_q8_K_ref, which x86 uses)
+// max = the first value with the largest |x|; iscale = -127/max; q = min(127, round-half-even(iscale*x)); d = 1/iscale.
+// rintf rounds half to even in the default rounding mode, as ggml's magic-number trick does (and cannot be fused).
+TBC__K_FN void tbc__quant_q8_K_ref(const float *src, void *dst, int64_t n) {
+    tbc__block_q8_K *y = (tbc__block_q8_K *)dst;
+    for (int64_t i = 0; i < n / TBC__QK_K; i++) {
+        const float *x = src + i * 256;
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < 256; j++) {
+            float ax = fabsf(x[j]);
+            if (ax > amax) { amax = ax; max = x[j]; }
+        }
+        if (amax == 0.0f) { memset(&y[i], 0, sizeof y[i]); continue; }
+        float iscale = -127.0f / max;
+        for (int j = 0; j < 256; j++) {
+            float v = rintf(iscale * x[j]);
+            y[i].qs[j] = (int8_t)(v > 127.0f ? 127 : (int)v);
+        }
+        for (int k = 0; k < 16; k++) {
+            int s = 0;
+            for (int j = 0; j < 16; j++) s += y[i].qs[16 * k + j];
+            y[i].bsums[k] = (int16_t)s;
+        }
+        y[i].d = 1.0f / iscale;
+    }
+}
+
+// ---- weight quantizers (used to write test models and by tbc_quantize_row, never in the forward pass)
+// Every sub-block tries TBC__K_NC candidate scales around its range estimate (as llama.cpp's make_qkx2_quants and
+// make_qx_quants do) and keeps the least-squares best. The search runs across candidates, one per SIMD lane, so no
+// float sum is reassociated and every path computes the same sums (the scalar one too, unless FMA-contracted).
+#if defined(TBC__K_HAVE_AVX512) && defined(__GNUC__) && !defined(__clang__) && defined(__cplusplus)
+// g++ 12 flags the _mm512_undefined_* inside its own intrinsics (GCC PR 105593), here and where they are inlined.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#define TBC__K_NC 16
+
+// For each candidate inverse scale is[j] and each x in x[0..n): level t = clamp(is[j]*(x - lo) + off, 0, top),
+// l = (int)t - sub; adds l, l*l and l*x to sl[j], sll[j], slx[j]. With off = sub + 0.5 truncation rounds to nearest;
+// the clamp comes first, so NaN goes to an end of the range and no out-of-range float is converted.
+TBC__K_FN void tbc__k_cand_sums_ref(const float *x, int n, float lo, float off, float top, float sub, const float *is,
+                                 float *sl, float *sll, float *slx) {
+    for (int i = 0; i < n; i++) {
+        const float xi = x[i], xs = xi - lo;
+        for (int j = 0; j < TBC__K_NC; j++) {
+            float t = is[j] * xs;
+            t = t + off;  // separate statements: no FMA contraction, as the SIMD paths
+            t = t > 0.0f ? t : 0.0f;
+            t = t < top ? t : top;
+            const float l = (float)(int)t - sub;
+            sl[j] += l;
+            float l2 = l * l, lx = l * xi;
+            sll[j] += l2;
+            slx[j] += lx;
+        }
+    }
+}
+#if defined(TBC__K_HAVE_AVX2)
+TBC__K_FN void tbc__k_cand_sums_avx2(const float *x, int n, float lo, float off, float top, float sub, const float *is,
+                                  float *sl, float *sll, float *slx) {
+    const __m256 vo = _mm256_set1_ps(off), vt = _mm256_set1_ps(top), vs = _mm256_set1_ps(sub), z = _mm256_setzero_ps();
+    for (int h = 0; h < TBC__K_NC; h += 8) {
+        const __m256 vi = _mm256_loadu_ps(is + h);
+        __m256 a1 = _mm256_loadu_ps(sl + h), a2 = _mm256_loadu_ps(sll + h), a3 = _mm256_loadu_ps(slx + h);
+        for (int i = 0; i < n; i++) {
+            const __m256 xi = _mm256_set1_ps(x[i]), xs = _mm256_set1_ps(x[i] - lo);
+            // max(t, 0) returns its second operand for NaN t
+            __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_mul_ps(vi, xs), vo), z), vt);
+            __m256 l = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvttps_epi32(t)), vs);
+            a1 = _mm256_add_ps(a1, l);
+            a2 = _mm256_add_ps(a2, _mm256_mul_ps(l, l));
+            a3 = _mm256_add_ps(a3, _mm256_mul_ps(l, xi));
+        }
+        _mm256_storeu_ps(sl + h, a1); _mm256_storeu_ps(sll + h, a2); _mm256_storeu_ps(slx + h, a3);
+    }
+}
+#endif
+#if defined(TBC__K_HAVE_AVX512)
+TBC__K_FN void tbc__k_cand_sums_avx512(const float *x, int n, float lo, float off, float top, float sub, const float *is,
+                                    float *sl, float *sll, float *slx) {
+    const __m512 vo = _mm512_set1_ps(off), vt = _mm512_set1_ps(top), vs = _mm512_set1_ps(sub), z = _mm512_setzero_ps();
+    const __m512 vi = _mm512_loadu_ps(is);
+    __m512 a1 = _mm512_loadu_ps(sl), a2 = _mm512_loadu_ps(sll), a3 = _mm512_loadu_ps(slx);
+    for (int i = 0; i < n; i++) {
+        const __m512 xi = _mm512_set1_ps(x[i]), xs = _mm512_set1_ps(x[i] - lo);
+        __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(vi, xs), vo), z), vt);
+        __m512 l = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvttps_epi32(t)), vs);
+        a1 = _mm512_add_ps(a1, l);
+        a2 = _mm512_add_ps(a2, _mm512_mul_ps(l, l));
+        a3 = _mm512_add_ps(a3, _mm512_mul_ps(l, xi));
+    }
+    _mm512_storeu_ps(sl, a1); _mm512_storeu_ps(sll, a2); _mm512_storeu_ps(slx, a3);
+}
+#endif
+#if defined(TBC__K_HAVE_NEON)
+TBC__K_FN void tbc__k_cand_sums_neon(const float *x, int n, float lo, float off, float top, float sub, const float *is,
+                                  float *sl, float *sll, float *slx) {
+    const float32x4_t vo = vdupq_n_f32(off), vt = vdupq_n_f32(top), vs = vdupq_n_f32(sub), z = vdupq_n_f32(0.0f);
+    for (int h = 0; h < TBC__K_NC; h += 4) {
+        const float32x4_t vi = vld1q_f32(is + h);
+        float32x4_t a1 = vld1q_f32(sl + h), a2 = vld1q_f32(sll + h), a3 = vld1q_f32(slx + h);
+        for (int i = 0; i < n; i++) {
+            const float32x4_t xi = vdupq_n_f32(x[i]), xs = vdupq_n_f32(x[i] - lo);
+            // maxnm/minnm return the number when one operand is NaN
+            float32x4_t t = vminnmq_f32(vmaxnmq_f32(vaddq_f32(vmulq_f32(vi, xs), vo), z), vt);
+            float32x4_t l = vsubq_f32(vcvtq_f32_s32(vcvtq_s32_f32(t)), vs);
+            a1 = vaddq_f32(a1, l);
+            a2 = vaddq_f32(a2, vmulq_f32(l, l));
+            a3 = vaddq_f32(a3, vmulq_f32(l, xi));
+        }
+        vst1q_f32(sl + h, a1); vst1q_f32(sll + h, a2); vst1q_f32(slx + h, a3);
+    }
+}
+#endif
+// Final levels: L[i] = (int)clamp((x[i] + add)*scale + off, 0, top) for i < n (n a multiple of 16).
+TBC__K_FN void tbc__k_levels_ref(const float *x, int n, float add, float scale, float off, float top, uint8_t *L) {
+    for (int i = 0; i < n; i++) {
+        float t = (x[i] + add) * scale;
+        t = t + off;
+        t = t > 0.0f ? t : 0.0f;
+        L[i] = (uint8_t)(int)(t < top ? t : top);
+    }
+}
+#if defined(TBC__K_HAVE_AVX2)
+TBC__K_FN void tbc__k_levels_avx2(const float *x, int n, float add, float scale, float off, float top, uint8_t *L) {
+    const __m256 va = _mm256_set1_ps(add), vm = _mm256_set1_ps(scale), vo = _mm256_set1_ps(off);
+    const __m256 vt = _mm256_set1_ps(top), z = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        __m256 t0 = _mm256_add_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_loadu_ps(x + i), va), vm), vo);
+        __m256 t1 = _mm256_add_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_loadu_ps(x + i + 8), va), vm), vo);
+        __m256i q0 = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(t0, z), vt));
+        __m256i q1 = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(t1, z), vt));
+        // packs works within 128-bit lanes: 0-3 8-11 4-7 12-15, put back in order before the byte pack
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
+        _mm_storeu_si128((__m128i *)(void *)(L + i), _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1)));
+    }
+}
+#endif
+#if defined(TBC__K_HAVE_AVX512)
+TBC__K_FN void tbc__k_levels_avx512(const float *x, int n, float add, float scale, float off, float top, uint8_t *L) {
+    const __m512 va = _mm512_set1_ps(add), vm = _mm512_set1_ps(scale), vo = _mm512_set1_ps(off);
+    const __m512 vt = _mm512_set1_ps(top), z = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        __m512 t = _mm512_add_ps(_mm512_mul_ps(_mm512_add_ps(_mm512_loadu_ps(x + i), va), vm), vo);
+        __m512i q = _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(t, z), vt));
+        _mm_storeu_si128((__m128i *)(void *)(L + i), _mm512_cvtepi32_epi8(q));
+    }
+}
+#endif
+#if defined(TBC__K_HAVE_NEON)
+TBC__K_FN void tbc__k_levels_neon(const float *x, int n, float add, float scale, float off, float top, uint8_t *L) {
+    const float32x4_t va = vdupq_n_f32(add), vm = vdupq_n_f32(scale), vo = vdupq_n_f32(off);
+    const float32x4_t vt = vdupq_n_f32(top), z = vdupq_n_f32(0.0f);
+    for (int i = 0; i < n; i += 8) {
+        float32x4_t t0 = vaddq_f32(vmulq_f32(vaddq_f32(vld1q_f32(x + i), va), vm), vo);
+        float32x4_t t1 = vaddq_f32(vmulq_f32(vaddq_f32(vld1q_f32(x + i + 4), va), vm), vo);
+        uint32x4_t q0 = vcvtq_u32_f32(vminnmq_f32(vmaxnmq_f32(t0, z), vt));
+        uint32x4_t q1 = vcvtq_u32_f32(vminnmq_f32(vmaxnmq_f32(t1, z), vt));
+        vst1_u8(L + i, vmovn_u16(vcombine_u16(vmovn_u32(q0), vmovn_u32(q1))));
+    }
+}
+#endif
+#if defined(TBC__K_HAVE_AVX512)
+#define tbc__k_cand_sums tbc__k_cand_sums_avx512
+#define tbc__k_levels tbc__k_levels_avx512
+#elif defined(TBC__K_HAVE_AVX2)
+#define tbc__k_cand_sums tbc__k_cand_sums_avx2
+#define tbc__k_levels tbc__k_levels_avx2
+#elif defined(TBC__K_HAVE_NEON)
+#define tbc__k_cand_sums tbc__k_cand_sums_neon
+#define tbc__k_levels tbc__k_levels_neon
+#else
+#define tbc__k_cand_sums tbc__k_cand_sums_ref
+#define tbc__k_levels tbc__k_levels_ref
+#endif
+
+// Fit x ~= a*L + b with L in 0..nmax and b <= 0 (so 0 stays representable). Candidate inverse scales are
+// (nmax + r0 + dr*j)/(hi - lo). For one candidate's levels the best (a, b) is closed-form least squares, and its
+// squared error up to a constant is -(n*Slx - Sl*Sx)^2/(n*det), or Sx^2/n - Slx^2/Sll when b must be clamped to 0.
+TBC__K_FN void tbc__k_fit_min(const float *x, int n, int nmax, float r0, float dr, float *scale, float *mn) {
+    float lo4[4], hi4[4], sx4[4];  // four independent chains (n is a multiple of 4)
+    for (int k = 0; k < 4; k++) { lo4[k] = hi4[k] = x[k]; sx4[k] = 0.0f; }
+    for (int i = 0; i < n; i += 4)
+        for (int k = 0; k < 4; k++) {
+            const float v = x[i + k];
+            lo4[k] = v < lo4[k] ? v : lo4[k]; hi4[k] = v > hi4[k] ? v : hi4[k]; sx4[k] += v;
+        }
+    float lo = lo4[0], hi = hi4[0], sx = (sx4[0] + sx4[1]) + (sx4[2] + sx4[3]);
+    for (int k = 1; k < 4; k++) { lo = lo4[k] < lo ? lo4[k] : lo; hi = hi4[k] > hi ? hi4[k] : hi; }
+    if (lo > 0.0f) lo = 0.0f;
+    if (!(hi > lo)) { *scale = 0.0f; *mn = -lo; return; }
+    float is[TBC__K_NC], sl[TBC__K_NC], sll[TBC__K_NC], slx[TBC__K_NC];
+    const float inv = 1.0f / (hi - lo);
+    for (int j = 0; j < TBC__K_NC; j++) {
+        is[j] = ((float)nmax + r0 + dr * (float)j) * inv;
+        sl[j] = sll[j] = slx[j] = 0.0f;
+    }
+    tbc__k_cand_sums(x, n, lo, 0.5f, (float)nmax + 0.5f, 0.0f, is, sl, sll, slx);
+    // Score every candidate without branches (the comparisons are too random to predict), assuming the unconstrained
+    // fit is valid; take the first index of the minimum. If that fit is invalid (a <= 0, b > 0, no slope), score again
+    // with the constraints: no other candidate can beat it then, since a constraint only adds error.
+    const double nd = (double)n, sxd = (double)sx;
+    double err[TBC__K_NC], best = INFINITY;
+    for (int j = 0; j < TBC__K_NC; j++) {
+        const double l1 = sl[j], l2 = sll[j], lx = slx[j], num = nd * lx - l1 * sxd;
+        err[j] = -(num * num) / (nd * (nd * l2 - l1 * l1));
+        best = err[j] < best ? err[j] : best;
+    }
+    int bj = 0, clamp = 0;
+    if (best < INFINITY) while (err[bj] != best) bj++;
+    {
+        const double l1 = sl[bj], l2 = sll[bj], lx = slx[bj];
+        if (!(best < INFINITY) || !(nd * l2 - l1 * l1 > 0.0) || !(nd * lx - l1 * sxd > 0.0) || l2 * sxd - l1 * lx > 0.0) {
+            best = INFINITY; bj = -1;
+            for (int j = 0; j < TBC__K_NC; j++) {
+                const double k1 = sl[j], k2 = sll[j], kx = slx[j], det = nd * k2 - k1 * k1, num = nd * kx - k1 * sxd;
+                if (!(det > 0.0)) continue;  // a single level: no slope
+                const int c = k2 * sxd - k1 * kx > 0.0;  // b > 0: refit with b = 0
+                if (c ? !(kx > 0.0) : !(num > 0.0)) continue;
+                const double e = c ? sxd * sxd / nd - kx * kx / k2 : -num * num / (nd * det);
+                if (e < best) { best = e; bj = j; clamp = c; }
+            }
+            if (bj < 0) { *scale = (hi - lo) / (float)nmax; *mn = -lo; return; }
+        }
+    }
+    const double l1 = sl[bj], l2 = sll[bj], lx = slx[bj], det = nd * l2 - l1 * l1;
+    if (clamp) { *scale = (float)(lx / l2); *mn = 0.0f; }
+    else { *scale = (float)((nd * lx - l1 * sxd) / det); *mn = (float)(-(l2 * sxd - l1 * lx) / det); }
+}
+// Fit 16 values x ~= a*L with L in -nmax..nmax-1: candidate inverse scales -(nmax + r0 + dr*j)/max put the largest |x|
+// near the end of the range that has nmax levels; keep the one with the least squared error after the scale refit,
+// i.e. the largest Slx^2/Sll.
+TBC__K_FN float tbc__k_fit_sym(const float *x, int nmax, float r0, float dr) {
+    float a4[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // four independent chains
+    for (int i = 0; i < 16; i += 4)
+        for (int k = 0; k < 4; k++) { const float v = fabsf(x[i + k]); a4[k] = v > a4[k] ? v : a4[k]; }
+    const float amax = (a4[0] > a4[1] ? a4[0] : a4[1]) > (a4[2] > a4[3] ? a4[2] : a4[3]) ? (a4[0] > a4[1] ? a4[0] : a4[1])
+                                                                                        : (a4[2] > a4[3] ? a4[2] : a4[3]);
+    if (!(amax >= 1e-30f)) return 0.0f;
+    int im = 0;
+    while (fabsf(x[im]) != amax) im++;  // the first value with the largest |x| (amax is one of them)
+    const float max = x[im];
+    float is[TBC__K_NC], sl[TBC__K_NC], sll[TBC__K_NC], slx[TBC__K_NC];
+    for (int j = 0; j < TBC__K_NC; j++) {
+        is[j] = -((float)nmax + r0 + dr * (float)j) / max;
+        sl[j] = sll[j] = slx[j] = 0.0f;
+    }
+    tbc__k_cand_sums(x, 16, 0.0f, (float)nmax + 0.5f, 2.0f * (float)nmax - 0.5f, (float)nmax, is, sl, sll, slx);
+    // Scores in float, scaled by 1/amax^2 so they cannot overflow; sll == 0 means slx == 0: score 0, the worst.
+    const float ia = 1.0f / amax;
+    float s[TBC__K_NC], best = 0.0f;
+    for (int j = 0; j < TBC__K_NC; j++) {
+        const float u = slx[j] * ia;
+        s[j] = u * u / (sll[j] > 0.0f ? sll[j] : 1.0f);
+        best = s[j] > best ? s[j] : best;
+    }
+    int bj = 0;
+    while (bj < TBC__K_NC - 1 && s[bj] != best) bj++;
+    return sll[bj] > 0.0f ? slx[bj] / sll[bj] : 0.0f;
+}
+TBC__K_FN int tbc__k_clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
+TBC__K_FN int tbc__k_round_div(float x, float d) { return d != 0.0f ? (int)lrintf(x / d) : 0; }
+// Shared by Q2_K/Q4_K/Q5_K: sub-blocks of `sub` values, levels 0..nmax, scales/mins quantized to 0..smax.
+TBC__K_FN void tbc__k_quant_min_block(const float *x, int sub, int nmax, int smax, float r0, float dr, uint8_t *sc,
+                                   uint8_t *mn, uint16_t *d16, uint16_t *dmin16, uint8_t *L) {
+    float scales[16], mins[16], maxs = 0.0f, maxm = 0.0f;
+    int nsub = 256 / sub;
+    for (int j = 0; j < nsub; j++) {
+        tbc__k_fit_min(x + j * sub, sub, nmax, r0, dr, &scales[j], &mins[j]);
+        if (scales[j] > maxs) maxs = scales[j];
+        if (mins[j] > maxm) maxm = mins[j];
+    }
+    *d16 = tbc__f32_to_f16(maxs / (float)smax);
+    *dmin16 = tbc__f32_to_f16(maxm / (float)smax);
+    float d = tbc__k_h2f(*d16), dmin = tbc__k_h2f(*dmin16);
+    const float top = (float)nmax + 0.5f;
+    for (int j = 0; j < nsub; j++) {
+        sc[j] = (uint8_t)tbc__k_clampi(tbc__k_round_div(scales[j], d), 0, smax);
+        mn[j] = (uint8_t)tbc__k_clampi(tbc__k_round_div(mins[j], dmin), 0, smax);
+        const float dl = d * (float)sc[j], ml = dmin * (float)mn[j], idl = dl != 0.0f ? 1.0f / dl : 0.0f;
+        tbc__k_levels(x + j * sub, sub, ml, idl, 0.5f, top, L + j * sub);
+    }
+}
+// Shared by Q3_K/Q6_K: 16 sub-blocks of 16, levels -nmax..nmax-1, scales quantized to -smax..smax-1 (Q6_K: +127 max).
+TBC__K_FN void tbc__k_quant_sym_block(const float *x, int nmax, int smax, int smax_hi, float r0, float dr, int *sc,
+                                   uint16_t *d16, uint8_t *L) {
+    float scales[16], amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < 16; j++) {
+        scales[j] = tbc__k_fit_sym(x + 16 * j, nmax, r0, dr);
+        if (fabsf(scales[j]) > amax) { amax = fabsf(scales[j]); max = scales[j]; }
+    }
+    float iscale = amax > 0.0f ? -(float)smax / max : 0.0f;
+    *d16 = tbc__f32_to_f16(iscale != 0.0f ? 1.0f / iscale : 0.0f);
+    float d = tbc__k_h2f(*d16);
+    const float off = (float)nmax + 0.5f, top = 2.0f * (float)nmax - 0.5f;
+    for (int j = 0; j < 16; j++) {
+        sc[j] = tbc__k_clampi((int)lrintf(iscale * scales[j]), -smax, smax_hi);
+        const float dl = d * (float)sc[j], idl = dl != 0.0f ? 1.0f / dl : 0.0f;
+        tbc__k_levels(x + 16 * j, 16, 0.0f, idl, off, top, L + 16 * j);
+    }
+}
+
+TBC__K_FN void tbc__quant_q2_K(const float *src, void *dst, int64_t n) {
+    for (int64_t i = 0; i < n / TBC__QK_K; i++) {
+        tbc__block_q2_K *y = (tbc__block_q2_K *)dst + i;
+        uint8_t sc[16], mn[16], L[256];
+        tbc__k_quant_min_block(src + i * 256, 16, 3, 15, -0.5f, 0.1f, sc, mn, &y->d, &y->dmin, L);
+        for (int k = 0; k < 16; k++) y->scales[k] = (uint8_t)(sc[k] | (mn[k] << 4));
+        // element 128h + 32j + l -> bits 2j of qs[32h + l]
+        for (int h = 0; h < 2; h++)
+            for (int l = 0; l < 32; l++) {
+                const uint8_t *q = L + 128 * h + l;
+                y->qs[32 * h + l] = (uint8_t)(q[0] | (q[32] << 2) | (q[64] << 4) | (q[96] << 6));
+            }
+    }
+}
+TBC__K_FN void tbc__quant_q3_K(const float *src, void *dst, int64_t n) {
+    for (int64_t i = 0; i < n / TBC__QK_K; i++) {
+        tbc__block_q3_K *y = (tbc__block_q3_K *)dst + i;
+        int sc[16];
+        uint8_t L[256], v[16];
+        tbc__k_quant_sym_block(src + i * 256, 4, 32, 31, -0.9f, 0.12f, sc, &y->d, L);
+        for (int k = 0; k < 16; k++) v[k] = (uint8_t)(sc[k] + 32);
+        tbc__k_pack_scales_q3(v, y->scales);
+        // element 128h + 32j + l -> low bits as Q2_K, bit 2 to hmask[l] bit 4h + j
+        for (int h = 0; h < 2; h++)
+            for (int l = 0; l < 32; l++) {
+                const uint8_t *q = L + 128 * h + l;
+                y->qs[32 * h + l] = (uint8_t)((q[0] & 3) | ((q[32] & 3) << 2) | ((q[64] & 3) << 4) | ((q[96] & 3) << 6));
+            }
+        for (int l = 0; l < 32; l++) {
+            int m = 0;
+            for (int k = 0; k < 8; k++) m |= (L[32 * k + l] >> 2) << k;
+            y->hmask[l] = (uint8_t)m;
+        }
+    }
+}
+TBC__K_FN void tbc__quant_q4_K(const float *src, void *dst, int64_t n) {
+    for (int64_t i = 0; i < n / TBC__QK_K; i++) {
+        tbc__block_q4_K *y = (tbc__block_q4_K *)dst + i;
+        uint8_t sc[8], mn[8], L[256];
+        tbc__k_quant_min_block(src + i * 256, 32, 15, 63, -1.0f, 2.0f / 15.0f, sc, mn, &y->d, &y->dmin, L);
+        tbc__k_pack_scales_q45(sc, mn, y->scales);
+        // element 64j + 32h + l -> nibble h of qs[32j + l]
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 32; l++) y->qs[32 * j + l] = (uint8_t)(L[64 * j + l] | (L[64 * j + 32 + l] << 4));
+    }
+}
+TBC__K_FN void tbc__quant_q5_K(const float *src, void *dst, int64_t n) {
+    for (int64_t i = 0; i < n / TBC__QK_K; i++) {
+        tbc__block_q5_K *y = (tbc__block_q5_K *)dst + i;
+        uint8_t sc[8], mn[8], L[256];
+        tbc__k_quant_min_block(src + i * 256, 32, 31, 63, -1.0f, 2.0f / 15.0f, sc, mn, &y->d, &y->dmin, L);
+        tbc__k_pack_scales_q45(sc, mn, y->scales);
+        // as Q4_K, plus bit 4 of element 32k + l to qh[l] bit k
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 32; l++)
+                y->qs[32 * j + l] = (uint8_t)((L[64 * j + l] & 15) | ((L[64 * j + 32 + l] & 15) << 4));
+        for (int l = 0; l < 32; l++) {
+            int m = 0;
+            for (int k = 0; k < 8; k++) m |= (L[32 * k + l] >> 4) << k;
+            y->qh[l] = (uint8_t)m;
+        }
+    }
+}
+TBC__K_FN void tbc__quant_q6_K(const float *src, void *dst, int64_t n) {
+    for (int64_t i = 0; i < n / TBC__QK_K; i++) {
+        tbc__block_q6_K *y = (tbc__block_q6_K *)dst + i;
+        int sc[16];
+        uint8_t L[256];
+        tbc__k_quant_sym_block(src + i * 256, 32, 128, 127, -0.9f, 0.12f, sc, &y->d, L);
+        for (int k = 0; k < 16; k++) y->scales[k] = (int8_t)sc[k];
+        // element 128h + 32q + l -> nibble q>>1 of ql[64h + 32(q&1) + l], bits 4-5 to qh[32h + l] bits 2q
+        for (int h = 0; h < 2; h++)
+            for (int l = 0; l < 32; l++) {
+                const uint8_t *q = L + 128 * h + l;
+                y->ql[64 * h + l] = (uint8_t)((q[0] & 15) | ((q[64] & 15) << 4));
+                y->ql[64 * h + 32 + l] = (uint8_t)((q[32] & 15) | ((q[96] & 15) << 4));
+                y->qh[32 * h + l] = (uint8_t)((q[0] >> 4) | ((q[32] >> 4) << 2) | ((q[64] >> 4) << 4) | ((q[96] >> 4) << 6));
+            }
+    }
+}
+
+#if defined(TBC__K_HAVE_AVX512) && defined(__GNUC__) && !defined(__clang__) && defined(__cplusplus)
+#pragma GCC diagnostic pop
+#endif
+
+// ---- scalar reference dot products and gemm
+TBC__K_FN float tbc__k_vec_dot_ref(int64_t n, const void *w, const void *a, size_t bs, tbc__k_decode_fn dec) {
+    const tbc__block_q8_K *y = (const tbc__block_q8_K *)a;
+    tbc__k_dec b;
+    float sumf = 0.0f;
+    for (int64_t i = 0; i < n / TBC__QK_K; i++) {
+        dec((const uint8_t *)w + (size_t)i * bs, &b);
+        int32_t isum = 0, msum = 0;
+        for (int k = 0; k < 16; k++) {
+            int32_t s = 0;
+            for (int e = 16 * k; e < 16 * k + 16; e++) s += ((int)b.u[e] - b.off) * y[i].qs[e];
+            isum += b.s[k] * s;
+            msum += b.m[k] * y[i].bsums[k];
+        }
+        sumf += y[i].d * b.d * (float)isum - y[i].d * b.dmin * (float)msum;
+    }
+    return sumf;
+}
+TBC__K_FN void tbc__k_gemm_ref(int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw, const void *A, size_t lda,
+                            float *out, size_t ldo, size_t bs, tbc__k_decode_fn dec) {
+    for (int64_t j = 0; j < na; j++)
+        for (int64_t i = 0; i < nw; i++)
+            out[(size_t)j * ldo + (size_t)i] =
+                tbc__k_vec_dot_ref(n, (const uint8_t *)W + (size_t)i * ldw, (const uint8_t *)A + (size_t)j * lda, bs, dec);
+}
+#define TBC__K_REF(T, BS)                                                                                              \
+    TBC__K_FN void tbc__gemm_##T##_ref(int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw, const void *A,     \
+                                    size_t lda, float *out, size_t ldo) {                                              \
+        tbc__k_gemm_ref(n, nw, na, W, ldw, A, lda, out, ldo, BS, tbc__k_decode_##T);                                   \
+    }
+TBC__K_REF(q2_K, 84)
+TBC__K_REF(q3_K, 110)
+TBC__K_REF(q4_K, 144)
+TBC__K_REF(q5_K, 176)
+TBC__K_REF(q6_K, 210)
+#undef TBC__K_REF
+
+// The gemm drivers below all walk the same tiles: weight rows in groups of 4 (then 1), activation rows in groups of
+// TBC__K_RA (then 1). For many activation rows (prefill) the weight tile is first unpacked for TBC__K_KB blocks into a
+// stack buffer and reused by every activation tile, so unpacking costs once per weight block instead of once per pass.
+#ifndef TBC__K_RW
+#define TBC__K_RW 4
+#endif
+#ifndef TBC__K_RA
+#define TBC__K_RA 4
+#endif
+#ifndef TBC__K_KB
+#define TBC__K_KB 8
+#endif
+#define TBC__K_PREFILL_NA 8
+
+// Tile driver shared by the SIMD paths. PFX_w is the unpacked weight block, PFX_y the per-activation-block values,
+// PFX_acc the float accumulator; PFX_pair adds one block's dot product. A tile is rw x ra dot products over blocks
+// [b0, b1); wbuf holds unpacked weights [r][b - b0], or is NULL to unpack on the fly (few activation rows).
+#define TBC__K_DRIVER(PFX)                                                                                             \
+    TBC__K_INLINE void tbc__##PFX##_tile(const uint8_t *W, size_t ldw, size_t bs, const uint8_t *A, size_t lda,       \
+                                         int64_t b0, int64_t b1, float *out, size_t ldo, int rw, int ra, int add,     \
+                                         const tbc__##PFX##_w *wbuf, tbc__##PFX##_unpack_fn unpack, int has_off,      \
+                                         int has_min) {                                                               \
+        tbc__##PFX##_acc acc[TBC__K_RW][TBC__K_RA];                                                                    \
+        for (int r = 0; r < rw; r++)                                                                                   \
+            for (int c = 0; c < ra; c++) acc[r][c] = tbc__##PFX##_zero();                                              \
+        for (int64_t b = b0; b < b1; b++) {                                                                            \
+            const tbc__block_q8_K *a[TBC__K_RA];                                                                       \
+            tbc__##PFX##_y y[TBC__K_RA];                                                                               \
+            for (int c = 0; c < ra; c++) {                                                                             \
+                a[c] = (const tbc__block_q8_K *)(const void *)(A + (size_t)c * lda) + b;                               \
+                if (has_min) y[c] = tbc__##PFX##_ymin(a[c]);                                                           \
+                else memset(&y[c], 0, sizeof y[c]);                                                                    \
+            }                                                                                                          \
+            for (int r = 0; r < rw; r++) {                                                                             \
+                tbc__##PFX##_w wl;                                                                                     \
+                const tbc__##PFX##_w *w = &wl;                                                                         \
+                if (wbuf) w = &wbuf[(size_t)r * TBC__K_KB + (size_t)(b - b0)];                                         \
+                else unpack(W + (size_t)r * ldw + (size_t)b * bs, &wl);                                                \
+                for (int c = 0; c < ra; c++) acc[r][c] = tbc__##PFX##_pair(w, a[c], &y[c], acc[r][c], has_off, has_min); \
+            }                                                                                                          \
+        }                                                                                                              \
+        for (int r = 0; r < rw; r++)                                                                                   \
+            for (int c = 0; c < ra; c++) {                                                                             \
+                float v = tbc__##PFX##_hsum(acc[r][c]);                                                                \
+                out[(size_t)c * ldo + (size_t)r] = add ? out[(size_t)c * ldo + (size_t)r] + v : v;                     \
+            }                                                                                                          \
+    }                                                                                                                  \
+    TBC__K_INLINE void tbc__##PFX##_gemm(int64_t n, int64_t nw, int64_t na, const void *Wv, size_t ldw, const void *Av, \
+                                         size_t lda, float *out, size_t ldo, size_t bs, tbc__##PFX##_unpack_fn unpack, \
+                                         int has_off, int has_min) {                                                  \
+        const uint8_t *W = (const uint8_t *)Wv, *A = (const uint8_t *)Av;                                              \
+        const int64_t nb = n / TBC__QK_K;                                                                              \
+        if (na < TBC__K_PREFILL_NA) { /* matrix-vector: stream weights once per activation row */                      \
+            int64_t i = 0;                                                                                             \
+            for (; i + TBC__K_RW <= nw; i += TBC__K_RW)                                                                \
+                for (int64_t j = 0; j < na; j++)                                                                       \
+                    tbc__##PFX##_tile(W + (size_t)i * ldw, ldw, bs, A + (size_t)j * lda, lda, 0, nb,                   \
+                                      out + (size_t)j * ldo + i, ldo, TBC__K_RW, 1, 0, NULL, unpack, has_off, has_min); \
+            for (; i < nw; i++)                                                                                        \
+                for (int64_t j = 0; j < na; j++)                                                                       \
+                    tbc__##PFX##_tile(W + (size_t)i * ldw, ldw, bs, A + (size_t)j * lda, lda, 0, nb,                   \
+                                      out + (size_t)j * ldo + i, ldo, 1, 1, 0, NULL, unpack, has_off, has_min);        \
+            return;                                                                                                    \
+        }                                                                                                              \
+        TBC__K_ALIGN64 tbc__##PFX##_w wbuf[TBC__K_RW * TBC__K_KB];                                                     \
+        for (int64_t i = 0; i < nw;) {                                                                                 \
+            int rw = nw - i >= TBC__K_RW ? TBC__K_RW : 1;                                                              \
+            for (int64_t b0 = 0; b0 < nb; b0 += TBC__K_KB) {                                                           \
+                int64_t b1 = b0 + TBC__K_KB < nb ? b0 + TBC__K_KB : nb;                                                \
+                int add = b0 > 0;                                                                                      \
+                for (int r = 0; r < rw; r++)                                                                           \
+                    for (int64_t b = b0; b < b1; b++)                                                                  \
+                        unpack(W + (size_t)(i + r) * ldw + (size_t)b * bs, &wbuf[(size_t)r * TBC__K_KB + (size_t)(b - b0)]); \
+                int64_t j = 0;                                                                                         \
+                for (; j + TBC__K_RA <= na; j += TBC__K_RA) {                                                          \
+                    float *o = out + (size_t)j * ldo + i;                                                              \
+                    const uint8_t *a = A + (size_t)j * lda;                                                            \
+                    if (rw == TBC__K_RW)                                                                               \
+                        tbc__##PFX##_tile(W, ldw, bs, a, lda, b0, b1, o, ldo, TBC__K_RW, TBC__K_RA, add, wbuf, unpack, has_off, has_min); \
+                    else tbc__##PFX##_tile(W, ldw, bs, a, lda, b0, b1, o, ldo, 1, TBC__K_RA, add, wbuf, unpack, has_off, has_min); \
+                }                                                                                                      \
+                for (; j < na; j++) {                                                                                  \
+                    float *o = out + (size_t)j * ldo + i;                                                              \
+                    const uint8_t *a = A + (size_t)j * lda;                                                            \
+                    if (rw == TBC__K_RW)                                                                               \
+                        tbc__##PFX##_tile(W, ldw, bs, a, lda, b0, b1, o, ldo, TBC__K_RW, 1, add, wbuf, unpack, has_off, has_min); \
+                    else tbc__##PFX##_tile(W, ldw, bs, a, lda, b0, b1, o, ldo, 1, 1, add, wbuf, unpack, has_off, has_min); \
+                }                                                                                                      \
+            }                                                                                                          \
+            i += rw;                                                                                                   \
+        }                                                                                                              \
+    }
+
+
+#if defined(TBC__K_HAVE_AVX2)
+// SIMD versions of tbc__k_scales_q45 / tbc__k_scales_q3 (same bytes out): no round trip through memory.
+// Q4_K/Q5_K: the 12 bytes are followed by at least 4 bytes of the same block, so one 16-byte load is safe.
+TBC__K_INLINE __m128i tbc__k_scales_q45_sse(const uint8_t *s12) {
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)s12);
+    __m128i a = _mm_shuffle_epi32(v, 0x98);  // dwords w0 w2 w1 w2
+    __m128i b = _mm_shuffle_epi32(v, 0x50);  // dwords w0 w0 w1 w1
+    a = _mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4));
+    __m128i lo = _mm_and_si128(a, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    __m128i hi = _mm_and_si128(_mm_srli_epi32(b, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    return _mm_or_si128(lo, hi);  // bytes: 8 scales, 8 mins
+}
+// Q3_K: the 12 bytes end 2 bytes before the block does, so load the 16 bytes that end with them.
+TBC__K_INLINE __m128i tbc__k_scales_q3_sse(const uint8_t *s12) {
+    __m128i v = _mm_srli_si128(_mm_loadu_si128((const __m128i *)(const void *)(s12 - 4)), 4);
+    __m128i a = _mm_srlv_epi32(_mm_shuffle_epi32(v, 0x44), _mm_setr_epi32(0, 0, 4, 4));  // w0 w1 w0 w1
+    __m128i b = _mm_srlv_epi32(_mm_shuffle_epi32(v, 0xAA), _mm_setr_epi32(0, 2, 4, 6));  // w2 x4
+    __m128i r = _mm_or_si128(_mm_and_si128(a, _mm_set1_epi8(15)), _mm_slli_epi32(_mm_and_si128(b, _mm_set1_epi8(3)), 4));
+    return _mm_sub_epi8(r, _mm_set1_epi8(32));
+}
+#endif
+
+#if defined(TBC__K_HAVE_AVX512)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__cplusplus)
+// g++ 12 flags the _mm512_undefined_* inside its own intrinsics as "maybe uninitialized" (GCC PR 105593).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+// ================= AVX-512 (F+BW+VL; VNNI vpdpwssd when available): one 512-bit chunk = 64 values = 4 sub-blocks
+typedef struct tbc__k512_w {
+    __m512i u[4];  // unsigned levels
+    __m512i s[4];  // int16 scale of each byte pair's sub-block
+    __m512i o;     // int16 -off*s_k in lanes 0..15 (types with an offset)
+    __m512 x;      // -dmin*m_k (types with mins)
+    float d;
+} tbc__k512_w;
+
+static const uint16_t tbc__k_idx16[4][32] = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9, 10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13, 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
+static const uint8_t tbc__k_dup_lo[16] = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7};
+static const uint8_t tbc__k_dup_hi[16] = {8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15};
+
+// 16-bit lanes: value a in the lower 256 bits, b in the upper (per-half shift counts).
+TBC__K_INLINE __m512i tbc__k512_pair16(int a, int b) {
+    return _mm512_inserti64x4(_mm512_set1_epi16((short)a), _mm256_set1_epi16((short)b), 1);
+}
+TBC__K_INLINE __m512i tbc__k512_bcast256(const uint8_t *p) {
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)p));
+}
+TBC__K_INLINE void tbc__k512_spread(__m256i s16, tbc__k512_w *w) {
+    __m512i s = _mm512_zextsi256_si512(s16);
+    for (int c = 0; c < 4; c++) w->s[c] = _mm512_permutexvar_epi16(_mm512_loadu_si512(tbc__k_idx16[c]), s);
+}
+// Q4_K/Q5_K scales and mins, each repeated for both 16-value halves of its 32-value sub-block.
+TBC__K_INLINE void tbc__k512_scales_q45(const uint8_t *s12, float dmin, tbc__k512_w *w) {
+    __m128i v = tbc__k_scales_q45_sse(s12);
+    __m256i s16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(v, _mm_loadu_si128((const __m128i *)(const void *)tbc__k_dup_lo)));
+    __m256i m16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(v, _mm_loadu_si128((const __m128i *)(const void *)tbc__k_dup_hi)));
+    w->x = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_cvtepi16_epi32((__mmask16)0xFFFF, m16)), _mm512_set1_ps(-dmin));
+    tbc__k512_spread(s16, w);
+}
+TBC__K_INLINE void tbc__k512_unpack_q4_K(const uint8_t *b, tbc__k512_w *w) {
+    const tbc__block_q4_K *x = (const tbc__block_q4_K *)(const void *)b;
+    w->d = tbc__k_h2f(x->d);
+    tbc__k512_scales_q45(x->scales, tbc__k_h2f(x->dmin), w);
+    const __m512i m4 = _mm512_set1_epi8(15);
+    for (int c = 0; c < 4; c++) {  // chunk c: low nibbles of qs[32c..] then their high nibbles
+        __m512i q = tbc__k512_bcast256(x->qs + 32 * c);
+        w->u[c] = _mm512_and_si512(_mm512_mask_blend_epi64(0xF0, q, _mm512_srli_epi16(q, 4)), m4);
+    }
+}
+TBC__K_INLINE void tbc__k512_unpack_q5_K(const uint8_t *b, tbc__k512_w *w) {
+    const tbc__block_q5_K *x = (const tbc__block_q5_K *)(const void *)b;
+    w->d = tbc__k_h2f(x->d);
+    tbc__k512_scales_q45(x->scales, tbc__k_h2f(x->dmin), w);
+    const __m512i m4 = _mm512_set1_epi8(15), b4 = _mm512_set1_epi8(16);
+    __m512i h = tbc__k512_bcast256(x->qh);
+    // chunk c needs qh bits 2c (low half) and 2c+1 (high half) moved to bit 4
+    __m512i hb[4];
+    hb[0] = _mm512_sllv_epi16(h, tbc__k512_pair16(4, 3));
+    hb[1] = _mm512_sllv_epi16(h, tbc__k512_pair16(2, 1));
+    hb[2] = _mm512_srlv_epi16(h, tbc__k512_pair16(0, 1));
+    hb[3] = _mm512_srlv_epi16(h, tbc__k512_pair16(2, 3));
+    for (int c = 0; c < 4; c++) {
+        __m512i q = tbc__k512_bcast256(x->qs + 32 * c);
+        __m512i lo = _mm512_and_si512(_mm512_mask_blend_epi64(0xF0, q, _mm512_srli_epi16(q, 4)), m4);
+        w->u[c] = _mm512_or_si512(lo, _mm512_and_si512(hb[c], b4));
+    }
+}
+TBC__K_INLINE void tbc__k512_unpack_q6_K(const uint8_t *b, tbc__k512_w *w) {
+    const tbc__block_q6_K *x = (const tbc__block_q6_K *)(const void *)b;
+    w->d = tbc__k_h2f(x->d);
+    __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)x->scales));
+    w->o = _mm512_zextsi256_si512(_mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(s16, 5)));
+    tbc__k512_spread(s16, w);
+    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    for (int nn = 0; nn < 2; nn++) {
+        __m512i ql = _mm512_loadu_si512((const void *)(x->ql + 64 * nn));
+        __m512i qh = tbc__k512_bcast256(x->qh + 32 * nn);
+        // quarters 0,1: low nibbles, qh bits 0-1 / 2-3; quarters 2,3: high nibbles, qh bits 4-5 / 6-7 (to bits 4-5)
+        __m512i h0 = _mm512_and_si512(_mm512_sllv_epi16(qh, tbc__k512_pair16(4, 2)), m30);
+        __m512i h1 = _mm512_and_si512(_mm512_srlv_epi16(qh, tbc__k512_pair16(0, 2)), m30);
+        w->u[2 * nn] = _mm512_or_si512(_mm512_and_si512(ql, m4), h0);
+        w->u[2 * nn + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), h1);
+    }
+}
+TBC__K_INLINE void tbc__k512_unpack_q3_K(const uint8_t *b, tbc__k512_w *w) {
+    const tbc__block_q3_K *x = (const tbc__block_q3_K *)(const void *)b;
+    w->d = tbc__k_h2f(x->d);
+    __m256i s16 = _mm256_cvtepi8_epi16(tbc__k_scales_q3_sse(x->scales));
+    w->o = _mm512_zextsi256_si512(_mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(s16, 2)));
+    tbc__k512_spread(s16, w);
+    const __m512i m2 = _mm512_set1_epi8(3), b2 = _mm512_set1_epi8(4);
+    __m512i hm = tbc__k512_bcast256(x->hmask);
+    __m512i hb[4];  // hmask bit 4n+j of chunk (n, j pair) to bit 2
+    hb[0] = _mm512_sllv_epi16(hm, tbc__k512_pair16(2, 1));
+    hb[1] = _mm512_srlv_epi16(hm, tbc__k512_pair16(0, 1));
+    hb[2] = _mm512_srlv_epi16(hm, tbc__k512_pair16(2, 3));
+    hb[3] = _mm512_srlv_epi16(hm, tbc__k512_pair16(4, 5));
+    for (int c = 0; c < 4; c++) {
+        __m512i q = tbc__k512_bcast256(x->qs + 32 * (c / 2));
+        __m512i lo = _mm512_and_si512(_mm512_srlv_epi16(q, tbc__k512_pair16(4 * (c % 2), 4 * (c % 2) + 2)), m2);
+        w->u[c] = _mm512_or_si512(lo, _mm512_and_si512(hb[c], b2));
+    }
+}
+TBC__K_INLINE void tbc__k512_unpack_q2_K(const uint8_t *b, tbc__k512_w *w) {
+    const tbc__block_q2_K *x = (const tbc__block_q2_K *)(const void *)b;
+    w->d = tbc__k_h2f(x->d);
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)x->scales), m4 = _mm_set1_epi8(15);
+    __m256i s16 = _mm256_cvtepu8_epi16(_mm_and_si128(v, m4));
+    __m256i m16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), m4));
+    w->x = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_cvtepi16_epi32((__mmask16)0xFFFF, m16)), _mm512_set1_ps(-tbc__k_h2f(x->dmin)));
+    tbc__k512_spread(s16, w);
+    const __m512i m2 = _mm512_set1_epi8(3);
+    for (int c = 0; c < 4; c++) {
+        __m512i q = tbc__k512_bcast256(x->qs + 32 * (c / 2));
+        w->u[c] = _mm512_and_si512(_mm512_srlv_epi16(q, tbc__k512_pair16(4 * (c % 2), 4 * (c % 2) + 2)), m2);
+    }
+}
+typedef void (*tbc__k512_unpack_fn)(const uint8_t *b, tbc__k512_w *w);
+
+TBC__K_INLINE __m512i tbc__k512_dpw(__m512i acc, __m512i a, __m512i b) {
+#if defined(__AVX512VNNI__)
+    return _mm512_dpwssd_epi32(acc, a, b);
+#else
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
+#endif
+}
+// Activation side of one block: the float bsums*d used by the min term.
+typedef struct tbc__k512_y { __m512 v; } tbc__k512_y;
+typedef __m512 tbc__k512_acc;
+TBC__K_INLINE tbc__k512_y tbc__k512_ymin(const tbc__block_q8_K *a) {
+    tbc__k512_y y;
+    __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)a->bsums);
+    y.v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_cvtepi16_epi32((__mmask16)0xFFFF, b)), _mm512_set1_ps(a->d));
+    return y;
+}
+TBC__K_INLINE __m512 tbc__k512_zero(void) { return _mm512_setzero_ps(); }
+TBC__K_INLINE float tbc__k512_hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
+TBC__K_INLINE __m512 tbc__k512_pair(const tbc__k512_w *w, const tbc__block_q8_K *a, const tbc__k512_y *y, __m512 acc,
+                                    int has_off, int has_min) {
+    const int8_t *q = a->qs;
+    __m512i s = _mm512_madd_epi16(_mm512_maddubs_epi16(w->u[0], _mm512_loadu_si512((const void *)q)), w->s[0]);
+    for (int c = 1; c < 4; c++)
+        s = tbc__k512_dpw(s, _mm512_maddubs_epi16(w->u[c], _mm512_loadu_si512((const void *)(q + 64 * c))), w->s[c]);
+    if (has_off)
+        s = tbc__k512_dpw(s, _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)a->bsums)), w->o);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(w->d * a->d), acc);
+    if (has_min) acc = _mm512_fmadd_ps(w->x, y->v, acc);
+    return acc;
+}
+TBC__K_DRIVER(k512)
+#define TBC__K512_DEF(T, BS, OFF, MIN)                                                                                 \
+    TBC__K_FN void tbc__gemm_##T##_avx512(int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw, const void *A,  \
+                                       size_t lda, float *out, size_t ldo) {                                           \
+        tbc__k512_gemm(n, nw, na, W, ldw, A, lda, out, ldo, BS, tbc__k512_unpack_##T, OFF, MIN);                       \
+    }
+TBC__K512_DEF(q2_K, 84, 0, 1)
+TBC__K512_DEF(q3_K, 110, 1, 0)
+TBC__K512_DEF(q4_K, 144, 0, 1)
+TBC__K512_DEF(q5_K, 176, 0, 1)
+TBC__K512_DEF(q6_K, 210, 1, 0)
+#undef TBC__K512_DEF
+#if defined(__GNUC__) && !defined(__clang__) && defined(__cplusplus)
+#pragma GCC diagnostic pop
+#endif
+#endif  // TBC__K_HAVE_AVX512
+
+#if defined(TBC__K_HAVE_AVX2)
+// ================= AVX2 + FMA (AVX-VNNI vpdpwssd when available): one 256-bit chunk = 32 values = 2 sub-blocks
+typedef struct tbc__k256_w {
+    __m256i u[8];  // unsigned levels
+    __m256i s[8];  // int16 scale of each byte pair's sub-block
+    __m256i o;     // int16 -off*s_k (types with an offset)
+    __m256 x[2];   // -dmin*m_k (types with mins)
+    float d;
+} tbc__k256_w;
+typedef void (*tbc__k256_unpack_fn)(const uint8_t *b, tbc__k256_w *w);
+
+TBC__K_INLINE __m256i tbc__k256_ld(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+// Shift 16-bit lanes left by n (n may be negative: right).
+TBC__K_INLINE __m256i tbc__k256_shl(__m256i v, int n) {
+    return n >= 0 ? _mm256_sll_epi16(v, _mm_cvtsi32_si128(n)) : _mm256_srl_epi16(v, _mm_cvtsi32_si128(-n));
+}
+// Chunk c takes sub-block scales 2c (lanes 0..7) and 2c+1 (lanes 8..15).
+TBC__K_INLINE void tbc__k256_spread(__m256i s16, tbc__k256_w *w) {
+    int16_t t[16];
+    _mm256_storeu_si256((__m256i *)(void *)t, s16);
+    const __m256i ctl = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+                                         2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    for (int c = 0; c < 8; c++) {
+        int32_t pr;
+        memcpy(&pr, t + 2 * c, 4);
+        w->s[c] = _mm256_shuffle_epi8(_mm256_set1_epi32(pr), ctl);
+    }
+}
+TBC__K_INLINE void tbc__k256_mins(__m256i m16, float dmin, tbc__k256_w *w) {
+    __m256 nd = _mm256_set1_ps(-dmin);
+    w->x[0] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(m16))), nd);
+    w->x[1] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(m16, 1))), nd);
+}
+TBC__K_INLINE void tbc__k256_scales_q45(const uint8_t *s12, float dmin, tbc__k256_w *w) {
+    __m128i v = tbc__k_scales_q45_sse(s12);
+    const __m128i dlo = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m128i dhi = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    tbc__k256_mins(_mm256_cvtepu8_epi16(_mm_shuffle_epi8(v, dhi)), dmin, w);
+    tbc__k256_spread(_mm256_cvtepu8_epi16(_mm_shuffle_epi8(v, dlo)), w);
+}
+TBC__K_INLINE void tbc__k256_unpack_q4_K(const uint8_t *b, tbc__k256_w *w) {
+    const tbc__block_q4_K *x = (const tbc__block_q4_K *)(const void *)b;
+    w->d = tbc__k_h2f(x->d);
+    tbc__k256_scales_q45(x->scales, tbc__k_h2f(x->dmin), w);
+    const __m256i m4 = _mm256_set1_epi8(15);
+    for (int j = 0; j < 4; j++) {
+        __m256i q = tbc__k256_ld(x->qs + 32 * j);
+        w->u[2 * j] = _mm256_and_si256(q, m4);
+        w->u[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+    }
+}
+TBC__K_INLINE void tbc__k256_unpack_q5_K(const uint8_t *b, tbc__k256_w *w) {
+    const tbc__block_q5_K *x = (const tbc__block_q5_K *)(const void *)b;
+    w->d = tbc__k_h2f(x->d);
+    tbc__k256_scales_q45(x->scales, tbc__k_h2f(x->dmin), w);
+    const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16);
+    __m256i h = tbc__k256_ld(x->qh);
+    for (int j = 0; j < 4; j++) {
+        __m256i q = tbc__k256_ld(x->qs + 32 * j);
+        w->u[2 * j] = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_and_si256(tbc__k256_shl(h, 4 - 2 * j), b4));
+        w->u[2 * j + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                                          _mm256_and_si256(tbc__k256_shl(h, 3 - 2 * j), b4));
+    }
+}
+TBC__K_INLINE void tbc__k256_unpack_q6_K(const uint8_t *b, tbc__k256_w *w) {
+    const tbc__block_q6_K *x = (const tbc__block_q6_K *)(const void *)b;
+    w->d = tbc__k_h2f(x->d);
+    __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)x->scales));
+    w->o = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(s16, 5));
+    tbc__k256_spread(s16, w);
+    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
+    for (int nn = 0; nn < 2; nn++) {
+        __m256i l0 = tbc__k256_ld(x->ql + 64 * nn), l1 = tbc__k256_ld(x->ql + 64 * nn + 32);
+        __m256i h = tbc__k256_ld(x->qh + 32 * nn);
+        w->u[4 * nn + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
+        w->u[4 * nn + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
+        w->u[4 * nn + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30));
+        w->u[4 * nn + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                           _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
+    }
+}
+TBC__K_INLINE void tbc__k256_unpack_q3_K(const uint8_t *b, tbc__k256_w *w) {
+    const tbc__block_q3_K *x = (const tbc__block_q3_K *)(const void *)b;
+    w->d = tbc__k_h2f(x->d);
+    __m256i s16 = _mm256_cvtepi8_epi16(tbc__k_scales_q3_sse(x->scales));
+    w->o = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(s16, 2));
+    tbc__k256_spread(s16, w);
+    const __m256i m2 = _mm256_set1_epi8(3), b2 = _mm256_set1_epi8(4);
+    __m256i hm = tbc__k256_ld(x->hmask);
+    for (int c = 0; c < 8; c++) {  // chunk c = (n, j) = (c/4, c%4); its hmask bit is c
+        __m256i q = tbc__k256_ld(x->qs + 32 * (c / 4));
+        __m256i lo = _mm256_and_si256(tbc__k256_shl(q, -2 * (c % 4)), m2);
+        w->u[c] = _mm256_or_si256(lo, _mm256_and_si256(tbc__k256_shl(hm, 2 - c), b2));
+    }
+}
+TBC__K_INLINE void tbc__k256_unpack_q2_K(const uint8_t *b, tbc__k256_w *w) {
+    const tbc__block_q2_K *x = (const tbc__block_q2_K *)(const void *)b;
+    w->d = tbc__k_h2f(x->d);
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)x->scales), m4 = _mm_set1_epi8(15);
+    tbc__k256_mins(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), m4)), tbc__k_h2f(x->dmin), w);
+    tbc__k256_spread(_mm256_cvtepu8_epi16(_mm_and_si128(v, m4)), w);
+    const __m256i m2 = _mm256_set1_epi8(3);
+    for (int c = 0; c < 8; c++) w->u[c] = _mm256_and_si256(tbc__k256_shl(tbc__k256_ld(x->qs + 32 * (c / 4)), -2 * (c % 4)), m2);
+}
+
+TBC__K_INLINE __m256i tbc__k256_dpw(__m256i acc, __m256i a, __m256i b) {
+#if defined(__AVXVNNI__)
+    return _mm256_dpwssd_avx_epi32(acc, a, b);
+#elif defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpwssd_epi32(acc, a, b);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+#endif
+}
+typedef struct tbc__k256_y { __m256 v[2]; } tbc__k256_y;
+typedef __m256 tbc__k256_acc;
+TBC__K_INLINE tbc__k256_y tbc__k256_ymin(const tbc__block_q8_K *a) {
+    tbc__k256_y y;
+    __m256i b = tbc__k256_ld(a->bsums);
+    __m256 d = _mm256_set1_ps(a->d);
+    y.v[0] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(b))), d);
+    y.v[1] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(b, 1))), d);
+    return y;
+}
+TBC__K_INLINE __m256 tbc__k256_zero(void) { return _mm256_setzero_ps(); }
+TBC__K_INLINE float tbc__k256_hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+TBC__K_INLINE __m256 tbc__k256_pair(const tbc__k256_w *w, const tbc__block_q8_K *a, const tbc__k256_y *y, __m256 acc,
+                                    int has_off, int has_min) {
+    const int8_t *q = a->qs;
+    // two independent integer chains halve the dependency latency
+    __m256i s0 = _mm256_madd_epi16(_mm256_maddubs_epi16(w->u[0], tbc__k256_ld(q)), w->s[0]);
+    __m256i s1 = _mm256_madd_epi16(_mm256_maddubs_epi16(w->u[1], tbc__k256_ld(q + 32)), w->s[1]);
+    for (int c = 2; c < 8; c += 2) {
+        s0 = tbc__k256_dpw(s0, _mm256_maddubs_epi16(w->u[c], tbc__k256_ld(q + 32 * c)), w->s[c]);
+        s1 = tbc__k256_dpw(s1, _mm256_maddubs_epi16(w->u[c + 1], tbc__k256_ld(q + 32 * c + 32)), w->s[c + 1]);
+    }
+    if (has_off) s0 = tbc__k256_dpw(s0, tbc__k256_ld(a->bsums), w->o);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1)), _mm256_set1_ps(w->d * a->d), acc);
+    if (has_min) {
+        acc = _mm256_fmadd_ps(w->x[0], y->v[0], acc);
+        acc = _mm256_fmadd_ps(w->x[1], y->v[1], acc);
+    }
+    return acc;
+}
+TBC__K_DRIVER(k256)
+#define TBC__K256_DEF(T, BS, OFF, MIN)                                                                                 \
+    TBC__K_FN void tbc__gemm_##T##_avx2(int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw, const void *A,    \
+                                     size_t lda, float *out, size_t ldo) {                                             \
+        tbc__k256_gemm(n, nw, na, W, ldw, A, lda, out, ldo, BS, tbc__k256_unpack_##T, OFF, MIN);                       \
+    }
+TBC__K256_DEF(q2_K, 84, 0, 1)
+TBC__K256_DEF(q3_K, 110, 1, 0)
+TBC__K256_DEF(q4_K, 144, 0, 1)
+TBC__K256_DEF(q5_K, 176, 0, 1)
+TBC__K256_DEF(q6_K, 210, 1, 0)
+#undef TBC__K256_DEF
+
+// Q8_K quantization with the same arithmetic as the reference: the product iscale*x is rounded once (vcvtps2dq in
+// the default round-to-nearest-even mode), and the first largest |x| is found by comparing against the maximum.
+TBC__K_FN void tbc__quant_q8_K_avx2(const float *src, void *dst, int64_t n) {
+    tbc__block_q8_K *y = (tbc__block_q8_K *)dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < n / TBC__QK_K; i++) {
+        const float *x = src + i * 256;
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < 256; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        float amax = _mm_cvtss_f32(h);
+        if (!(amax > 0.0f)) { memset(&y[i], 0, sizeof y[i]); continue; }
+        float max = 0.0f;
+        __m256 va = _mm256_set1_ps(amax);
+        for (int j = 0; j < 256; j += 8) {
+            int mk = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)), va, _CMP_EQ_OQ));
+            if (mk) { int k = 0; while (!((mk >> k) & 1)) k++; max = x[j + k]; break; }
+        }
+        float iscale = -127.0f / max;
+        __m256 vs = _mm256_set1_ps(iscale);
+        const __m256i c127 = _mm256_set1_epi32(127);
+        for (int j = 0; j < 256; j += 32) {
+            __m256i q0 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j), vs)), c127);
+            __m256i q1 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8), vs)), c127);
+            __m256i q2 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j + 16), vs)), c127);
+            __m256i q3 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j + 24), vs)), c127);
+            // bsums of the two 16-value groups
+            __m256i s01 = _mm256_hadd_epi32(_mm256_add_epi32(q0, _mm256_permute2x128_si256(q0, q0, 1)),
+                                            _mm256_add_epi32(q1, _mm256_permute2x128_si256(q1, q1, 1)));
+            __m256i s23 = _mm256_hadd_epi32(_mm256_add_epi32(q2, _mm256_permute2x128_si256(q2, q2, 1)),
+                                            _mm256_add_epi32(q3, _mm256_permute2x128_si256(q3, q3, 1)));
+            s01 = _mm256_hadd_epi32(s01, s01);
+            s23 = _mm256_hadd_epi32(s23, s23);
+            y[i].bsums[j / 16] = (int16_t)(_mm256_extract_epi32(s01, 0) + _mm256_extract_epi32(s01, 1));
+            y[i].bsums[j / 16 + 1] = (int16_t)(_mm256_extract_epi32(s23, 0) + _mm256_extract_epi32(s23, 1));
+            // pack 32 int32 -> 32 int8 in order (packs work per 128-bit lane, so fix the order with a permute)
+            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
+            p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(void *)(y[i].qs + j), p);
+        }
+        y[i].d = 1.0f / iscale;
+    }
+}
+#endif  // TBC__K_HAVE_AVX2
+
+#if defined(TBC__K_HAVE_NEON)
+// ================= NEON (aarch64; sdot with the dotprod extension): one chunk = 16 values = 1 sub-block
+typedef struct tbc__kneon_w {
+    int8x16_t u[16];   // unsigned levels (<= 63, so usable as signed)
+    int32x4_t s[4];    // scales of sub-blocks 4g..4g+3
+    int16x8_t o[2];    // -off*s_k (types with an offset)
+    float32x4_t x[4];  // -dmin*m_k (types with mins)
+    float d;
+} tbc__kneon_w;
+typedef void (*tbc__kneon_unpack_fn)(const uint8_t *b, tbc__kneon_w *w);
+
+TBC__K_INLINE uint8x16_t tbc__kneon_shl(uint8x16_t v, int n) { return vshlq_u8(v, vdupq_n_s8((int8_t)n)); }
+TBC__K_INLINE void tbc__kneon_scales(const int16_t *s16, int off, tbc__kneon_w *w) {
+    int16x8_t a = vld1q_s16(s16), b = vld1q_s16(s16 + 8);
+    w->s[0] = vmovl_s16(vget_low_s16(a)); w->s[1] = vmovl_high_s16(a);
+    w->s[2] = vmovl_s16(vget_low_s16(b)); w->s[3] = vmovl_high_s16(b);
+    w->o[0] = vmulq_n_s16(a, (int16_t)-off); w->o[1] = vmulq_n_s16(b, (int16_t)-off);
+}
+TBC__K_INLINE void tbc__kneon_mins(const int16_t *m16, float dmin, tbc__kneon_w *w) {
+    for (int g = 0; g < 4; g++) w->x[g] = vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vld1_s16(m16 + 4 * g))), -dmin);
+}
+TBC__K_INLINE void tbc__kneon_scales_q45(const uint8_t *s12, float dmin, tbc__kneon_w *w) {
+    uint8_t sm[16];
+    int16_t s16[16], m16[16];
+    tbc__k_scales_q45(s12, sm);
+    for (int k = 0; k < 16; k++) { s16[k] = sm[k / 2]; m16[k] = sm[8 + k / 2]; }
+    tbc__kneon_scales(s16, 0, w);
+    tbc__kneon_mins(m16, dmin, w);
+}
+TBC__K_INLINE void tbc__kneon_unpack_q4_K(const uint8_t *b, tbc__kneon_w *w) {
+    const tbc__block_q4_K *x = (const tbc__block_q4_K *)(const void *)b;
+    w->d = tbc__k_h2f(x->d);
+    tbc__kneon_scales_q45(x->scales, tbc__k_h2f(x->dmin), w);
+    const uint8x16_t m4 = vdupq_n_u8(15);
+    for (int j = 0; j < 4; j++)
+        for (int h = 0; h < 2; h++) {
+            uint8x16_t q = vld1q_u8(x->qs + 32 * j + 16 * h);
+            w->u[4 * j + h] = vreinterpretq_s8_u8(vandq_u8(q, m4));
+            w->u[4 * j + 2 + h] = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+        }
+}
+TBC__K_INLINE void tbc__kneon_unpack_q5_K(const uint8_t *b, tbc__kneon_w *w) {
+    const tbc__block_q5_K *x = (const tbc__block_q5_K *)(const void *)b;
+    w->d = tbc__k_h2f(x->d);
+    tbc__kneon_scales_q45(x->scales, tbc__k_h2f(x->dmin), w);
+    const uint8x16_t m4 = vdupq_n_u8(15), b4 = vdupq_n_u8(16);
+    for (int j = 0; j < 4; j++)
+        for (int h = 0; h < 2; h++) {
+            uint8x16_t q = vld1q_u8(x->qs + 32 * j + 16 * h), qh = vld1q_u8(x->qh + 16 * h);
+            w->u[4 * j + h] = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(q, m4), vandq_u8(tbc__kneon_shl(qh, 4 - 2 * j), b4)));
+            w->u[4 * j + 2 + h] = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q, 4), vandq_u8(tbc__kneon_shl(qh, 3 - 2 * j), b4)));
+        }
+}
+TBC__K_INLINE void tbc__kneon_unpack_q6_K(const uint8_t *b, tbc__kneon_w *w) {
+    const tbc__block_q6_K *x = (const tbc__block_q6_K *)(const void *)b;
+    w->d = tbc__k_h2f(x->d);
+    int16_t s16[16];
+    for (int k = 0; k < 16; k++) s16[k] = x->scales[k];
+    tbc__kneon_scales(s16, 32, w);
+    const uint8x16_t m4 = vdupq_n_u8(15), m30 = vdupq_n_u8(0x30);
+    for (int k = 0; k < 16; k++) {  // chunk k = (n, quarter q, half)
+        int nn = k / 8, q = (k / 2) % 4, h = k % 2;
+        uint8x16_t l = vld1q_u8(x->ql + 64 * nn + 32 * (q & 1) + 16 * h), hi = vld1q_u8(x->qh + 32 * nn + 16 * h);
+        uint8x16_t lo = q >= 2 ? vshrq_n_u8(l, 4) : vandq_u8(l, m4);
+        w->u[k] = vreinterpretq_s8_u8(vorrq_u8(lo, vandq_u8(tbc__kneon_shl(hi, 4 - 2 * q), m30)));
+    }
+}
+TBC__K_INLINE void tbc__kneon_unpack_q3_K(const uint8_t *b, tbc__kneon_w *w) {
+    const tbc__block_q3_K *x = (const tbc__block_q3_K *)(const void *)b;
+    w->d = tbc__k_h2f(x->d);
+    int8_t sc[16];
+    int16_t s16[16];
+    tbc__k_scales_q3(x->scales, sc);
+    for (int k = 0; k < 16; k++) s16[k] = sc[k];
+    tbc__kneon_scales(s16, 4, w);
+    const uint8x16_t m2 = vdupq_n_u8(3), b2 = vdupq_n_u8(4);
+    for (int k = 0; k < 16; k++) {  // chunk k = (n, j, half); hmask bit 4n+j
+        int nn = k / 8, j = (k / 2) % 4, h = k % 2;
+        uint8x16_t q = vld1q_u8(x->qs + 32 * nn + 16 * h), hm = vld1q_u8(x->hmask + 16 * h);
+        uint8x16_t lo = vandq_u8(tbc__kneon_shl(q, -2 * j), m2);
+        w->u[k] = vreinterpretq_s8_u8(vorrq_u8(lo, vandq_u8(tbc__kneon_shl(hm, 2 - (4 * nn + j)), b2)));
+    }
+}
+TBC__K_INLINE void tbc__kneon_unpack_q2_K(const uint8_t *b, tbc__kneon_w *w) {
+    const tbc__block_q2_K *x = (const tbc__block_q2_K *)(const void *)b;
+    w->d = tbc__k_h2f(x->d);
+    int16_t s16[16], m16[16];
+    for (int k = 0; k < 16; k++) { s16[k] = x->scales[k] & 15; m16[k] = x->scales[k] >> 4; }
+    tbc__kneon_scales(s16, 0, w);
+    tbc__kneon_mins(m16, tbc__k_h2f(x->dmin), w);
+    const uint8x16_t m2 = vdupq_n_u8(3);
+    for (int k = 0; k < 16; k++) {
+        int nn = k / 8, j = (k / 2) % 4, h = k % 2;
+        w->u[k] = vreinterpretq_s8_u8(vandq_u8(tbc__kneon_shl(vld1q_u8(x->qs + 32 * nn + 16 * h), -2 * j), m2));
+    }
+}
+
+TBC__K_INLINE int32x4_t tbc__kneon_dot16(int8x16_t u, int8x16_t a) {
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(vdupq_n_s32(0), u, a);
+#else
+    int16x8_t p = vmull_s8(vget_low_s8(u), vget_low_s8(a));
+    p = vmlal_high_s8(p, u, a);  // |u*a| <= 63*127: two products fit int16
+    return vpaddlq_s16(p);
+#endif
+}
+typedef struct tbc__kneon_y { float32x4_t v[4]; } tbc__kneon_y;
+typedef float32x4_t tbc__kneon_acc;
+TBC__K_INLINE tbc__kneon_y tbc__kneon_ymin(const tbc__block_q8_K *a) {
+    tbc__kneon_y y;
+    for (int g = 0; g < 4; g++) y.v[g] = vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vld1_s16(a->bsums + 4 * g))), a->d);
+    return y;
+}
+TBC__K_INLINE float32x4_t tbc__kneon_zero(void) { return vdupq_n_f32(0.0f); }
+TBC__K_INLINE float tbc__kneon_hsum(float32x4_t v) { return vaddvq_f32(v); }
+TBC__K_INLINE float32x4_t tbc__kneon_pair(const tbc__kneon_w *w, const tbc__block_q8_K *a, const tbc__kneon_y *y,
+                                          float32x4_t acc, int has_off, int has_min) {
+    int32x4_t s = vdupq_n_s32(0);
+    for (int g = 0; g < 4; g++) {
+        int32x4_t d0 = tbc__kneon_dot16(w->u[4 * g + 0], vld1q_s8(a->qs + 64 * g));
+        int32x4_t d1 = tbc__kneon_dot16(w->u[4 * g + 1], vld1q_s8(a->qs + 64 * g + 16));
+        int32x4_t d2 = tbc__kneon_dot16(w->u[4 * g + 2], vld1q_s8(a->qs + 64 * g + 32));
+        int32x4_t d3 = tbc__kneon_dot16(w->u[4 * g + 3], vld1q_s8(a->qs + 64 * g + 48));
+        // lane k of t = whole sum of sub-block 4g+k
+        int32x4_t t = vpaddq_s32(vpaddq_s32(d0, d1), vpaddq_s32(d2, d3));
+        s = vmlaq_s32(s, t, w->s[g]);
+    }
+    if (has_off) {
+        int16x8_t b0 = vld1q_s16(a->bsums), b1 = vld1q_s16(a->bsums + 8);
+        s = vmlal_s16(s, vget_low_s16(w->o[0]), vget_low_s16(b0));
+        s = vmlal_high_s16(s, w->o[0], b0);
+        s = vmlal_s16(s, vget_low_s16(w->o[1]), vget_low_s16(b1));
+        s = vmlal_high_s16(s, w->o[1], b1);
+    }
+    acc = vfmaq_f32(acc, vcvtq_f32_s32(s), vdupq_n_f32(w->d * a->d));
+    if (has_min)
+        for (int g = 0; g < 4; g++) acc = vfmaq_f32(acc, w->x[g], y->v[g]);
+    return acc;
+}
+TBC__K_DRIVER(kneon)
+#define TBC__KNEON_DEF(T, BS, OFF, MIN)                                                                                \
+    TBC__K_FN void tbc__gemm_##T##_neon(int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw, const void *A,    \
+                                     size_t lda, float *out, size_t ldo) {                                             \
+        tbc__kneon_gemm(n, nw, na, W, ldw, A, lda, out, ldo, BS, tbc__kneon_unpack_##T, OFF, MIN);                     \
+    }
+TBC__KNEON_DEF(q2_K, 84, 0, 1)
+TBC__KNEON_DEF(q3_K, 110, 1, 0)
+TBC__KNEON_DEF(q4_K, 144, 0, 1)
+TBC__KNEON_DEF(q5_K, 176, 0, 1)
+TBC__KNEON_DEF(q6_K, 210, 1, 0)
+#undef TBC__KNEON_DEF
+
+// vcvtnq rounds half to even regardless of the rounding mode, matching the reference.
+TBC__K_FN void tbc__quant_q8_K_neon(const float *src, void *dst, int64_t n) {
+    tbc__block_q8_K *y = (tbc__block_q8_K *)dst;
+    for (int64_t i = 0; i < n / TBC__QK_K; i++) {
+        const float *x = src + i * 256;
+        float32x4_t m = vdupq_n_f32(0.0f);
+        for (int j = 0; j < 256; j += 4) m = vmaxq_f32(m, vabsq_f32(vld1q_f32(x + j)));
+        float amax = vmaxvq_f32(m);
+        if (!(amax > 0.0f)) { memset(&y[i], 0, sizeof y[i]); continue; }
+        float max = 0.0f;
+        for (int j = 0; j < 256; j++) if (fabsf(x[j]) == amax) { max = x[j]; break; }
+        float iscale = -127.0f / max;
+        for (int j = 0; j < 256; j += 16) {
+            int32x4_t q[4];
+            for (int k = 0; k < 4; k++)
+                q[k] = vminq_s32(vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(x + j + 4 * k), iscale)), vdupq_n_s32(127));
+            int16x8_t a = vcombine_s16(vmovn_s32(q[0]), vmovn_s32(q[1])), b = vcombine_s16(vmovn_s32(q[2]), vmovn_s32(q[3]));
+            vst1q_s8(y[i].qs + j, vcombine_s8(vmovn_s16(a), vmovn_s16(b)));
+            y[i].bsums[j / 16] = (int16_t)vaddvq_s32(vaddq_s32(vaddq_s32(q[0], q[1]), vaddq_s32(q[2], q[3])));
+        }
+        y[i].d = 1.0f / iscale;
+    }
+}
+#endif  // TBC__K_HAVE_NEON
+
+// ---- best available path (chosen at compile time)
+#if defined(TBC__K_HAVE_AVX512)
+#define TBC__K_BEST(T) tbc__gemm_##T##_avx512
+#elif defined(TBC__K_HAVE_AVX2)
+#define TBC__K_BEST(T) tbc__gemm_##T##_avx2
+#elif defined(TBC__K_HAVE_NEON)
+#define TBC__K_BEST(T) tbc__gemm_##T##_neon
+#else
+#define TBC__K_BEST(T) tbc__gemm_##T##_ref
+#endif
+#define TBC__K_GEMM(T)                                                                                                 \
+    TBC__K_FN void tbc__gemm_##T(int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw, const void *A, size_t lda, \
+                              float *out, size_t ldo) {                                                                \
+        TBC__K_BEST(T)(n, nw, na, W, ldw, A, lda, out, ldo);                                                           \
+    }
+TBC__K_GEMM(q2_K)
+TBC__K_GEMM(q3_K)
+TBC__K_GEMM(q4_K)
+TBC__K_GEMM(q5_K)
+TBC__K_GEMM(q6_K)
+#undef TBC__K_GEMM
+#undef TBC__K_BEST
+
+TBC__K_FN void tbc__quant_q8_K(const float *src, void *dst, int64_t n) {
+#if defined(TBC__K_HAVE_AVX2)
+    tbc__quant_q8_K_avx2(src, dst, n);
+#elif defined(TBC__K_HAVE_NEON)
+    tbc__quant_q8_K_neon(src, dst, n);
+#else
+    tbc__quant_q8_K_ref(src, dst, n);
+#endif
+}
 
 // >>platform
 #include <errno.h>
@@ -994,16 +3425,1929 @@ static int tbc__gguf_get_arr(const tbc__gguf *g, const char *key, int elem_type,
     return 1;
 }
 
+// >>tokenizer: unicode tables
+// Unicode classes for the tokenizer: GENERATED by tools/gen_unicode.py from UnicodeData.txt and PropList.txt
+// (Unicode 15.0.0, Debian package unicode-data). Do not edit; re-run the script instead.
+// Categories follow llama.cpp's unicode.cpp: \p{L} = LETTER, \p{N} = NUMBER, \s = White_Space.
+#define TBC__UCAT_UNDEFINED 0
+#define TBC__UCAT_NUMBER 1
+#define TBC__UCAT_LETTER 2
+#define TBC__UCAT_SEPARATOR 3
+#define TBC__UCAT_MARK 4
+#define TBC__UCAT_PUNCTUATION 5
+#define TBC__UCAT_SYMBOL 6
+#define TBC__UCAT_CONTROL 7
+#define TBC__UCAT_WHITESPACE 8  // flag added to the category
+
+// ASCII: category | TBC__UCAT_WHITESPACE.
+static const uint8_t tbc__ucat_ascii[128] = {
+    7,7,7,7,7,7,7,7,7,15,15,15,15,15,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,
+    11,5,5,5,6,5,5,5,5,5,5,6,5,5,5,5,1,1,1,1,1,1,1,1,1,1,5,5,6,6,6,5,
+    5,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,5,5,5,6,5,
+    6,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,5,6,5,6,7,
+};
+
+// Runs (first_code_point << 3) | category, sorted; each lasts until the next one starts.
+#define TBC__UCAT_RUNS 2270
+static const uint32_t tbc__ucat_runs[TBC__UCAT_RUNS] = {
+    0x0000007,0x0000103,0x000010d,0x0000126,0x000012d,0x000015e,0x0000165,0x0000181,0x00001d5,0x00001e6,
+    0x00001fd,0x000020a,0x00002dd,0x00002f6,0x00002fd,0x0000306,0x000030a,0x00003dd,0x00003e6,0x00003ed,
+    0x00003f6,0x00003ff,0x0000503,0x000050d,0x0000516,0x000053d,0x0000546,0x0000552,0x000055d,0x0000566,
+    0x000056f,0x0000576,0x0000591,0x00005a6,0x00005aa,0x00005b5,0x00005c6,0x00005c9,0x00005d2,0x00005dd,
+    0x00005e1,0x00005fd,0x0000602,0x00006be,0x00006c2,0x00007be,0x00007c2,0x0001616,0x0001632,0x0001696,
+    0x0001702,0x000172e,0x0001762,0x000176e,0x0001772,0x000177e,0x0001804,0x0001b82,0x0001bae,0x0001bb2,
+    0x0001bc0,0x0001bd2,0x0001bf5,0x0001bfa,0x0001c00,0x0001c26,0x0001c32,0x0001c3d,0x0001c42,0x0001c58,
+    0x0001c62,0x0001c68,0x0001c72,0x0001d10,0x0001d1a,0x0001fb6,0x0001fba,0x0002416,0x000241c,0x0002452,
+    0x0002980,0x000298a,0x0002ab8,0x0002aca,0x0002ad5,0x0002b02,0x0002c4d,0x0002c58,0x0002c6e,0x0002c80,
+    0x0002c8c,0x0002df5,0x0002dfc,0x0002e05,0x0002e0c,0x0002e1d,0x0002e24,0x0002e35,0x0002e3c,0x0002e40,
+    0x0002e82,0x0002f58,0x0002f7a,0x0002f9d,0x0002fa8,0x0003007,0x0003036,0x000304d,0x000305e,0x0003065,
+    0x0003076,0x0003084,0x00030dd,0x00030e7,0x00030ed,0x0003102,0x000325c,0x0003301,0x0003355,0x0003372,
+    0x0003384,0x000338a,0x00036a5,0x00036aa,0x00036b4,0x00036ef,0x00036f6,0x00036fc,0x000372a,0x000373c,
+    0x000374e,0x0003754,0x0003772,0x0003781,0x00037d2,0x00037ee,0x00037fa,0x0003805,0x0003870,0x000387f,
+    0x0003882,0x000388c,0x0003892,0x0003984,0x0003a58,0x0003a6a,0x0003d34,0x0003d8a,0x0003d90,0x0003e01,
+    0x0003e52,0x0003f5c,0x0003fa2,0x0003fb6,0x0003fbd,0x0003fd2,0x0003fd8,0x0003fec,0x0003ff6,0x0004002,
+    0x00040b4,0x00040d2,0x00040dc,0x0004122,0x000412c,0x0004142,0x000414c,0x0004170,0x0004185,0x00041f8,
+    0x0004202,0x00042cc,0x00042e0,0x00042f5,0x00042f8,0x0004302,0x0004358,0x0004382,0x0004446,0x000444a,
+    0x0004478,0x0004487,0x0004490,0x00044c4,0x0004502,0x0004654,0x0004717,0x000471c,0x0004822,0x00049d4,
+    0x00049ea,0x00049f4,0x0004a82,0x0004a8c,0x0004ac2,0x0004b14,0x0004b25,0x0004b31,0x0004b85,0x0004b8a,
+    0x0004c0c,0x0004c20,0x0004c2a,0x0004c68,0x0004c7a,0x0004c88,0x0004c9a,0x0004d48,0x0004d52,0x0004d88,
+    0x0004d92,0x0004d98,0x0004db2,0x0004dd0,0x0004de4,0x0004dea,0x0004df4,0x0004e28,0x0004e3c,0x0004e48,
+    0x0004e5c,0x0004e72,0x0004e78,0x0004ebc,0x0004ec0,0x0004ee2,0x0004ef0,0x0004efa,0x0004f14,0x0004f20,
+    0x0004f31,0x0004f82,0x0004f96,0x0004fa1,0x0004fd6,0x0004fe2,0x0004fed,0x0004ff4,0x0004ff8,0x000500c,
+    0x0005020,0x000502a,0x0005058,0x000507a,0x0005088,0x000509a,0x0005148,0x0005152,0x0005188,0x0005192,
+    0x00051a0,0x00051aa,0x00051b8,0x00051c2,0x00051d0,0x00051e4,0x00051e8,0x00051f4,0x0005218,0x000523c,
+    0x0005248,0x000525c,0x0005270,0x000528c,0x0005290,0x00052ca,0x00052e8,0x00052f2,0x00052f8,0x0005331,
+    0x0005384,0x0005392,0x00053ac,0x00053b5,0x00053b8,0x000540c,0x0005420,0x000542a,0x0005470,0x000547a,
+    0x0005490,0x000549a,0x0005548,0x0005552,0x0005588,0x0005592,0x00055a0,0x00055aa,0x00055d0,0x00055e4,
+    0x00055ea,0x00055f4,0x0005630,0x000563c,0x0005650,0x000565c,0x0005670,0x0005682,0x0005688,0x0005702,
+    0x0005714,0x0005720,0x0005731,0x0005785,0x000578e,0x0005790,0x00057ca,0x00057d4,0x0005800,0x000580c,
+    0x0005820,0x000582a,0x0005868,0x000587a,0x0005888,0x000589a,0x0005948,0x0005952,0x0005988,0x0005992,
+    0x00059a0,0x00059aa,0x00059d0,0x00059e4,0x00059ea,0x00059f4,0x0005a28,0x0005a3c,0x0005a48,0x0005a5c,
+    0x0005a70,0x0005aac,0x0005ac0,0x0005ae2,0x0005af0,0x0005afa,0x0005b14,0x0005b20,0x0005b31,0x0005b86,
+    0x0005b8a,0x0005b91,0x0005bc0,0x0005c14,0x0005c1a,0x0005c20,0x0005c2a,0x0005c58,0x0005c72,0x0005c88,
+    0x0005c92,0x0005cb0,0x0005cca,0x0005cd8,0x0005ce2,0x0005ce8,0x0005cf2,0x0005d00,0x0005d1a,0x0005d28,
+    0x0005d42,0x0005d58,0x0005d72,0x0005dd0,0x0005df4,0x0005e18,0x0005e34,0x0005e48,0x0005e54,0x0005e70,
+    0x0005e82,0x0005e88,0x0005ebc,0x0005ec0,0x0005f31,0x0005f9e,0x0005fd8,0x0006004,0x000602a,0x0006068,
+    0x0006072,0x0006088,0x0006092,0x0006148,0x0006152,0x00061d0,0x00061e4,0x00061ea,0x00061f4,0x0006228,
+    0x0006234,0x0006248,0x0006254,0x0006270,0x00062ac,0x00062b8,0x00062c2,0x00062d8,0x00062ea,0x00062f0,
+    0x0006302,0x0006314,0x0006320,0x0006331,0x0006380,0x00063bd,0x00063c1,0x00063fe,0x0006402,0x000640c,
+    0x0006425,0x000642a,0x0006468,0x0006472,0x0006488,0x0006492,0x0006548,0x0006552,0x00065a0,0x00065aa,
+    0x00065d0,0x00065e4,0x00065ea,0x00065f4,0x0006628,0x0006634,0x0006648,0x0006654,0x0006670,0x00066ac,
+    0x00066b8,0x00066ea,0x00066f8,0x0006702,0x0006714,0x0006720,0x0006731,0x0006780,0x000678a,0x000679c,
+    0x00067a0,0x0006804,0x0006822,0x0006868,0x0006872,0x0006888,0x0006892,0x00069dc,0x00069ea,0x00069f4,
+    0x0006a28,0x0006a34,0x0006a48,0x0006a54,0x0006a72,0x0006a7e,0x0006a80,0x0006aa2,0x0006abc,0x0006ac1,
+    0x0006afa,0x0006b14,0x0006b20,0x0006b31,0x0006bce,0x0006bd2,0x0006c00,0x0006c0c,0x0006c20,0x0006c2a,
+    0x0006cb8,0x0006cd2,0x0006d90,0x0006d9a,0x0006de0,0x0006dea,0x0006df0,0x0006e02,0x0006e38,0x0006e54,
+    0x0006e58,0x0006e7c,0x0006ea8,0x0006eb4,0x0006eb8,0x0006ec4,0x0006f00,0x0006f31,0x0006f80,0x0006f94,
+    0x0006fa5,0x0006fa8,0x000700a,0x000718c,0x0007192,0x00071a4,0x00071d8,0x00071fe,0x0007202,0x000723c,
+    0x000727d,0x0007281,0x00072d5,0x00072e0,0x000740a,0x0007418,0x0007422,0x0007428,0x0007432,0x0007458,
+    0x0007462,0x0007520,0x000752a,0x0007530,0x000753a,0x000758c,0x0007592,0x00075a4,0x00075ea,0x00075f0,
+    0x0007602,0x0007628,0x0007632,0x0007638,0x0007644,0x0007678,0x0007681,0x00076d0,0x00076e2,0x0007700,
+    0x0007802,0x000780e,0x0007825,0x000789e,0x00078a5,0x00078ae,0x00078c4,0x00078d6,0x0007901,0x00079a6,
+    0x00079ac,0x00079b6,0x00079bc,0x00079c6,0x00079cc,0x00079d5,0x00079f4,0x0007a02,0x0007a40,0x0007a4a,
+    0x0007b68,0x0007b8c,0x0007c2d,0x0007c34,0x0007c42,0x0007c6c,0x0007cc0,0x0007ccc,0x0007de8,0x0007df6,
+    0x0007e34,0x0007e3e,0x0007e68,0x0007e76,0x0007e85,0x0007eae,0x0007ecd,0x0007ed8,0x0008002,0x000815c,
+    0x00081fa,0x0008201,0x0008255,0x0008282,0x00082b4,0x00082d2,0x00082f4,0x000830a,0x0008314,0x000832a,
+    0x000833c,0x0008372,0x000838c,0x00083aa,0x0008414,0x0008472,0x000847c,0x0008481,0x00084d4,0x00084f6,
+    0x0008502,0x0008630,0x000863a,0x0008640,0x000866a,0x0008670,0x0008682,0x00087dd,0x00087e2,0x0009248,
+    0x0009252,0x0009270,0x0009282,0x00092b8,0x00092c2,0x00092c8,0x00092d2,0x00092f0,0x0009302,0x0009448,
+    0x0009452,0x0009470,0x0009482,0x0009588,0x0009592,0x00095b0,0x00095c2,0x00095f8,0x0009602,0x0009608,
+    0x0009612,0x0009630,0x0009642,0x00096b8,0x00096c2,0x0009888,0x0009892,0x00098b0,0x00098c2,0x0009ad8,
+    0x0009aec,0x0009b05,0x0009b49,0x0009be8,0x0009c02,0x0009c86,0x0009cd0,0x0009d02,0x0009fb0,0x0009fc2,
+    0x0009ff0,0x000a005,0x000a00a,0x000b36e,0x000b375,0x000b37a,0x000b403,0x000b40a,0x000b4dd,0x000b4e8,
+    0x000b502,0x000b75d,0x000b771,0x000b78a,0x000b7c8,0x000b802,0x000b894,0x000b8b0,0x000b8fa,0x000b994,
+    0x000b9ad,0x000b9b8,0x000ba02,0x000ba94,0x000baa0,0x000bb02,0x000bb68,0x000bb72,0x000bb88,0x000bb94,
+    0x000bba0,0x000bc02,0x000bda4,0x000bea5,0x000beba,0x000bec5,0x000bede,0x000bee2,0x000beec,0x000bef0,
+    0x000bf01,0x000bf50,0x000bf81,0x000bfd0,0x000c005,0x000c05c,0x000c077,0x000c07c,0x000c081,0x000c0d0,
+    0x000c102,0x000c3c8,0x000c402,0x000c42c,0x000c43a,0x000c54c,0x000c552,0x000c558,0x000c582,0x000c7b0,
+    0x000c802,0x000c8f8,0x000c904,0x000c960,0x000c984,0x000c9e0,0x000ca06,0x000ca08,0x000ca25,0x000ca31,
+    0x000ca82,0x000cb70,0x000cb82,0x000cba8,0x000cc02,0x000cd60,0x000cd82,0x000ce50,0x000ce81,0x000ced8,
+    0x000cef6,0x000d002,0x000d0bc,0x000d0e0,0x000d0f5,0x000d102,0x000d2ac,0x000d2f8,0x000d304,0x000d3e8,
+    0x000d3fc,0x000d401,0x000d450,0x000d481,0x000d4d0,0x000d505,0x000d53a,0x000d545,0x000d570,0x000d584,
+    0x000d678,0x000d804,0x000d82a,0x000d9a4,0x000da2a,0x000da68,0x000da81,0x000dad5,0x000db0e,0x000db5c,
+    0x000dba6,0x000dbed,0x000dbf8,0x000dc04,0x000dc1a,0x000dd0c,0x000dd72,0x000dd81,0x000ddd2,0x000df34,
+    0x000dfa0,0x000dfe5,0x000e002,0x000e124,0x000e1c0,0x000e1dd,0x000e201,0x000e250,0x000e26a,0x000e281,
+    0x000e2d2,0x000e3f5,0x000e402,0x000e448,0x000e482,0x000e5d8,0x000e5ea,0x000e605,0x000e640,0x000e684,
+    0x000e69d,0x000e6a4,0x000e74a,0x000e76c,0x000e772,0x000e7a4,0x000e7aa,0x000e7bc,0x000e7d2,0x000e7d8,
+    0x000e802,0x000ee04,0x000f002,0x000f8b0,0x000f8c2,0x000f8f0,0x000f902,0x000fa30,0x000fa42,0x000fa70,
+    0x000fa82,0x000fac0,0x000faca,0x000fad0,0x000fada,0x000fae0,0x000faea,0x000faf0,0x000fafa,0x000fbf0,
+    0x000fc02,0x000fda8,0x000fdb2,0x000fdee,0x000fdf2,0x000fdfe,0x000fe12,0x000fe28,0x000fe32,0x000fe6e,
+    0x000fe82,0x000fea0,0x000feb2,0x000fee0,0x000feee,0x000ff02,0x000ff6e,0x000ff80,0x000ff92,0x000ffa8,
+    0x000ffb2,0x000ffee,0x000fff8,0x0010003,0x001005f,0x0010085,0x0010143,0x0010157,0x001017b,0x0010185,
+    0x0010226,0x001022d,0x0010296,0x001029d,0x00102fb,0x0010307,0x0010328,0x0010337,0x0010381,0x001038a,
+    0x0010390,0x00103a1,0x00103d6,0x00103ed,0x00103fa,0x0010401,0x0010456,0x001046d,0x0010478,0x0010482,
+    0x00104e8,0x0010506,0x0010608,0x0010684,0x0010788,0x0010806,0x0010812,0x001081e,0x001083a,0x0010846,
+    0x0010852,0x00108a6,0x00108aa,0x00108b6,0x00108ca,0x00108f6,0x0010922,0x001092e,0x0010932,0x001093e,
+    0x0010942,0x001094e,0x0010952,0x0010976,0x001097a,0x00109d6,0x00109e2,0x0010a06,0x0010a2a,0x0010a56,
+    0x0010a72,0x0010a7e,0x0010a81,0x0010c1a,0x0010c29,0x0010c56,0x0010c60,0x0010c86,0x0011845,0x0011866,
+    0x001194d,0x001195e,0x0012138,0x0012206,0x0012258,0x0012301,0x00124e6,0x0012751,0x0012806,0x0013b45,
+    0x0013bb1,0x0013ca6,0x0013e2d,0x0013e3e,0x0013f35,0x0013f86,0x0014c1d,0x0014cce,0x0014ec5,0x0014ee6,
+    0x0014fe5,0x0014ff6,0x0015ba0,0x0015bb6,0x0015cb0,0x0015cbe,0x0016002,0x001672e,0x001675a,0x001677c,
+    0x0016792,0x00167a0,0x00167cd,0x00167e9,0x00167f5,0x0016802,0x0016930,0x001693a,0x0016940,0x001696a,
+    0x0016970,0x0016982,0x0016b40,0x0016b7a,0x0016b85,0x0016b88,0x0016bfc,0x0016c02,0x0016cb8,0x0016d02,
+    0x0016d38,0x0016d42,0x0016d78,0x0016d82,0x0016db8,0x0016dc2,0x0016df8,0x0016e02,0x0016e38,0x0016e42,
+    0x0016e78,0x0016e82,0x0016eb8,0x0016ec2,0x0016ef8,0x0016f04,0x0017005,0x001717a,0x0017185,0x0017286,
+    0x0017295,0x00172f0,0x0017406,0x00174d0,0x00174de,0x00177a0,0x0017806,0x0017eb0,0x0017f86,0x0017fe0,
+    0x0018003,0x001800d,0x0018026,0x001802a,0x0018039,0x0018045,0x0018096,0x00180a5,0x0018106,0x0018109,
+    0x0018154,0x0018185,0x001818a,0x00181b6,0x00181c1,0x00181da,0x00181ed,0x00181f6,0x0018200,0x001820a,
+    0x00184b8,0x00184cc,0x00184de,0x00184ea,0x0018505,0x001850a,0x00187dd,0x00187e2,0x0018800,0x001882a,
+    0x0018980,0x001898a,0x0018c78,0x0018c86,0x0018c91,0x0018cb6,0x0018d02,0x0018e06,0x0018f20,0x0018f82,
+    0x0019006,0x00190f8,0x0019101,0x0019156,0x0019241,0x0019286,0x0019289,0x0019306,0x0019401,0x0019456,
+    0x0019589,0x0019606,0x001a002,0x0026e06,0x0027002,0x0052468,0x0052486,0x0052638,0x0052682,0x00527f5,
+    0x0052802,0x005306d,0x0053082,0x0053101,0x0053152,0x0053160,0x0053202,0x005337c,0x005339d,0x00533a4,
+    0x00533f5,0x00533fa,0x00534f4,0x0053502,0x0053731,0x0053784,0x0053795,0x00537c0,0x0053806,0x00538ba,
+    0x0053906,0x0053912,0x0053c4e,0x0053c5a,0x0053e58,0x0053e82,0x0053e90,0x0053e9a,0x0053ea0,0x0053eaa,
+    0x0053ed0,0x0053f92,0x0054014,0x005401a,0x0054034,0x005403a,0x005405c,0x0054062,0x005411c,0x0054146,
+    0x0054164,0x0054168,0x0054181,0x00541b6,0x00541d0,0x0054202,0x00543a5,0x00543c0,0x0054404,0x0054412,
+    0x00545a4,0x0054630,0x0054675,0x0054681,0x00546d0,0x0054704,0x0054792,0x00547c5,0x00547da,0x00547e5,
+    0x00547ea,0x00547fc,0x0054801,0x0054852,0x0054934,0x0054975,0x0054982,0x0054a3c,0x0054aa0,0x0054afd,
+    0x0054b02,0x0054be8,0x0054c04,0x0054c22,0x0054d9c,0x0054e0d,0x0054e70,0x0054e7a,0x0054e81,0x0054ed0,
+    0x0054ef5,0x0054f02,0x0054f2c,0x0054f32,0x0054f81,0x0054fd2,0x0054ff8,0x0055002,0x005514c,0x00551b8,
+    0x0055202,0x005521c,0x0055222,0x0055264,0x0055270,0x0055281,0x00552d0,0x00552e5,0x0055302,0x00553be,
+    0x00553d2,0x00553dc,0x00553f2,0x0055584,0x005558a,0x0055594,0x00555aa,0x00555bc,0x00555ca,0x00555f4,
+    0x0055602,0x005560c,0x0055612,0x0055618,0x00556da,0x00556f5,0x0055702,0x005575c,0x0055785,0x0055792,
+    0x00557ac,0x00557b8,0x005580a,0x0055838,0x005584a,0x0055878,0x005588a,0x00558b8,0x0055902,0x0055938,
+    0x0055942,0x0055978,0x0055982,0x0055ade,0x0055ae2,0x0055b56,0x0055b60,0x0055b82,0x0055f1c,0x0055f5d,
+    0x0055f64,0x0055f70,0x0055f81,0x0055fd0,0x0056002,0x006bd20,0x006bd82,0x006be38,0x006be5a,0x006bfe0,
+    0x006c007,0x007c802,0x007d370,0x007d382,0x007d6d0,0x007d802,0x007d838,0x007d89a,0x007d8c0,0x007d8ea,
+    0x007d8f4,0x007d8fa,0x007d94e,0x007d952,0x007d9b8,0x007d9c2,0x007d9e8,0x007d9f2,0x007d9f8,0x007da02,
+    0x007da10,0x007da1a,0x007da28,0x007da32,0x007dd96,0x007de18,0x007de9a,0x007e9f5,0x007ea06,0x007ea82,
+    0x007ec80,0x007ec92,0x007ee40,0x007ee7e,0x007ee80,0x007ef82,0x007efe6,0x007f004,0x007f085,0x007f0d0,
+    0x007f104,0x007f185,0x007f298,0x007f2a5,0x007f316,0x007f31d,0x007f326,0x007f338,0x007f345,0x007f34e,
+    0x007f355,0x007f360,0x007f382,0x007f3a8,0x007f3b2,0x007f7e8,0x007f7ff,0x007f800,0x007f80d,0x007f826,
+    0x007f82d,0x007f85e,0x007f865,0x007f881,0x007f8d5,0x007f8e6,0x007f8fd,0x007f90a,0x007f9dd,0x007f9f6,
+    0x007f9fd,0x007fa06,0x007fa0a,0x007fadd,0x007fae6,0x007faed,0x007faf6,0x007fafd,0x007fb32,0x007fdf8,
+    0x007fe12,0x007fe40,0x007fe52,0x007fe80,0x007fe92,0x007fec0,0x007fed2,0x007fee8,0x007ff06,0x007ff38,
+    0x007ff46,0x007ff78,0x007ffcf,0x007ffe6,0x007fff0,0x0080002,0x0080060,0x008006a,0x0080138,0x0080142,
+    0x00801d8,0x00801e2,0x00801f0,0x00801fa,0x0080270,0x0080282,0x00802f0,0x0080402,0x00807d8,0x0080805,
+    0x0080818,0x0080839,0x00809a0,0x00809be,0x0080a01,0x0080bce,0x0080c51,0x0080c66,0x0080c78,0x0080c86,
+    0x0080ce8,0x0080d06,0x0080d08,0x0080e86,0x0080fec,0x0080ff0,0x0081402,0x00814e8,0x0081502,0x0081688,
+    0x0081704,0x0081709,0x00817e0,0x0081802,0x0081901,0x0081920,0x008196a,0x0081a09,0x0081a12,0x0081a51,
+    0x0081a58,0x0081a82,0x0081bb4,0x0081bd8,0x0081c02,0x0081cf0,0x0081cfd,0x0081d02,0x0081e20,0x0081e42,
+    0x0081e85,0x0081e89,0x0081eb0,0x0082002,0x00824f0,0x0082501,0x0082550,0x0082582,0x00826a0,0x00826c2,
+    0x00827e0,0x0082802,0x0082940,0x0082982,0x0082b20,0x0082b7d,0x0082b82,0x0082bd8,0x0082be2,0x0082c58,
+    0x0082c62,0x0082c98,0x0082ca2,0x0082cb0,0x0082cba,0x0082d10,0x0082d1a,0x0082d90,0x0082d9a,0x0082dd0,
+    0x0082dda,0x0082de8,0x0083002,0x00839b8,0x0083a02,0x0083ab0,0x0083b02,0x0083b40,0x0083c02,0x0083c30,
+    0x0083c3a,0x0083d88,0x0083d92,0x0083dd8,0x0084002,0x0084030,0x0084042,0x0084048,0x0084052,0x00841b0,
+    0x00841ba,0x00841c8,0x00841e2,0x00841e8,0x00841fa,0x00842b0,0x00842bd,0x00842c1,0x0084302,0x00843be,
+    0x00843c9,0x0084402,0x00844f8,0x0084539,0x0084580,0x0084702,0x0084798,0x00847a2,0x00847b0,0x00847d9,
+    0x0084802,0x00848b1,0x00848e0,0x00848fd,0x0084902,0x00849d0,0x00849fd,0x0084a00,0x0084c02,0x0084dc0,
+    0x0084de1,0x0084df2,0x0084e01,0x0084e80,0x0084e91,0x0085002,0x008500c,0x0085020,0x008502c,0x0085038,
+    0x0085064,0x0085082,0x00850a0,0x00850aa,0x00850c0,0x00850ca,0x00851b0,0x00851c4,0x00851d8,0x00851fc,
+    0x0085201,0x0085248,0x0085285,0x00852c8,0x0085302,0x00853e9,0x00853fd,0x0085402,0x00854e9,0x0085500,
+    0x0085602,0x0085646,0x008564a,0x008572c,0x0085738,0x0085759,0x0085785,0x00857b8,0x0085802,0x00859b0,
+    0x00859cd,0x0085a02,0x0085ab0,0x0085ac1,0x0085b02,0x0085b98,0x0085bc1,0x0085c02,0x0085c90,0x0085ccd,
+    0x0085ce8,0x0085d49,0x0085d80,0x0086002,0x0086248,0x0086402,0x0086598,0x0086602,0x0086798,0x00867d1,
+    0x0086802,0x0086924,0x0086940,0x0086981,0x00869d0,0x0087301,0x00873f8,0x0087402,0x0087550,0x008755c,
+    0x008756d,0x0087570,0x0087582,0x0087590,0x00877ec,0x0087802,0x00878e9,0x008793a,0x0087940,0x0087982,
+    0x0087a34,0x0087a89,0x0087aad,0x0087ad0,0x0087b82,0x0087c14,0x0087c35,0x0087c50,0x0087d82,0x0087e29,
+    0x0087e60,0x0087f02,0x0087fb8,0x0088004,0x008801a,0x00881c4,0x008823d,0x0088270,0x0088291,0x0088384,
+    0x008838a,0x008839c,0x00883aa,0x00883b0,0x00883fc,0x008841a,0x0088584,0x00885dd,0x00885ef,0x00885f5,
+    0x0088614,0x0088618,0x008866f,0x0088670,0x0088682,0x0088748,0x0088781,0x00887d0,0x0088804,0x008881a,
+    0x008893c,0x00889a8,0x00889b1,0x0088a05,0x0088a22,0x0088a2c,0x0088a3a,0x0088a40,0x0088a82,0x0088b9c,
+    0x0088ba5,0x0088bb2,0x0088bb8,0x0088c04,0x0088c1a,0x0088d9c,0x0088e0a,0x0088e2d,0x0088e4c,0x0088e6d,
+    0x0088e74,0x0088e81,0x0088ed2,0x0088edd,0x0088ee2,0x0088eed,0x0088f00,0x0088f09,0x0088fa8,0x0089002,
+    0x0089090,0x008909a,0x0089164,0x00891c5,0x00891f4,0x00891fa,0x008920c,0x0089210,0x0089402,0x0089438,
+    0x0089442,0x0089448,0x0089452,0x0089470,0x008947a,0x00894f0,0x00894fa,0x008954d,0x0089550,0x0089582,
+    0x00896fc,0x0089758,0x0089781,0x00897d0,0x0089804,0x0089820,0x008982a,0x0089868,0x008987a,0x0089888,
+    0x008989a,0x0089948,0x0089952,0x0089988,0x0089992,0x00899a0,0x00899aa,0x00899d0,0x00899dc,0x00899ea,
+    0x00899f4,0x0089a28,0x0089a3c,0x0089a48,0x0089a5c,0x0089a70,0x0089a82,0x0089a88,0x0089abc,0x0089ac0,
+    0x0089aea,0x0089b14,0x0089b20,0x0089b34,0x0089b68,0x0089b84,0x0089ba8,0x008a002,0x008a1ac,0x008a23a,
+    0x008a25d,0x008a281,0x008a2d5,0x008a2e0,0x008a2ed,0x008a2f4,0x008a2fa,0x008a310,0x008a402,0x008a584,
+    0x008a622,0x008a635,0x008a63a,0x008a640,0x008a681,0x008a6d0,0x008ac02,0x008ad7c,0x008adb0,0x008adc4,
+    0x008ae0d,0x008aec2,0x008aee4,0x008aef0,0x008b002,0x008b184,0x008b20d,0x008b222,0x008b228,0x008b281,
+    0x008b2d0,0x008b305,0x008b368,0x008b402,0x008b55c,0x008b5c2,0x008b5cd,0x008b5d0,0x008b601,0x008b650,
+    0x008b802,0x008b8d8,0x008b8ec,0x008b960,0x008b981,0x008b9e5,0x008b9fe,0x008ba02,0x008ba38,0x008c002,
+    0x008c164,0x008c1dd,0x008c1e0,0x008c502,0x008c701,0x008c798,0x008c7fa,0x008c838,0x008c84a,0x008c850,
+    0x008c862,0x008c8a0,0x008c8aa,0x008c8b8,0x008c8c2,0x008c984,0x008c9b0,0x008c9bc,0x008c9c8,0x008c9dc,
+    0x008c9fa,0x008ca04,0x008ca0a,0x008ca14,0x008ca25,0x008ca38,0x008ca81,0x008cad0,0x008cd02,0x008cd40,
+    0x008cd52,0x008ce8c,0x008cec0,0x008ced4,0x008cf0a,0x008cf15,0x008cf1a,0x008cf24,0x008cf28,0x008d002,
+    0x008d00c,0x008d05a,0x008d19c,0x008d1d2,0x008d1dc,0x008d1fd,0x008d23c,0x008d240,0x008d282,0x008d28c,
+    0x008d2e2,0x008d454,0x008d4d5,0x008d4ea,0x008d4f5,0x008d518,0x008d582,0x008d7c8,0x008d805,0x008d850,
+    0x008e002,0x008e048,0x008e052,0x008e17c,0x008e1b8,0x008e1c4,0x008e202,0x008e20d,0x008e230,0x008e281,
+    0x008e368,0x008e385,0x008e392,0x008e480,0x008e494,0x008e540,0x008e54c,0x008e5b8,0x008e802,0x008e838,
+    0x008e842,0x008e850,0x008e85a,0x008e98c,0x008e9b8,0x008e9d4,0x008e9d8,0x008e9e4,0x008e9f0,0x008e9fc,
+    0x008ea32,0x008ea3c,0x008ea40,0x008ea81,0x008ead0,0x008eb02,0x008eb30,0x008eb3a,0x008eb48,0x008eb52,
+    0x008ec54,0x008ec78,0x008ec84,0x008ec90,0x008ec9c,0x008ecc2,0x008ecc8,0x008ed01,0x008ed50,0x008f702,
+    0x008f79c,0x008f7bd,0x008f7c8,0x008f804,0x008f812,0x008f81c,0x008f822,0x008f888,0x008f892,0x008f9a4,
+    0x008f9d8,0x008f9f4,0x008fa1d,0x008fa81,0x008fad0,0x008fd82,0x008fd88,0x008fe01,0x008feae,0x008ff90,
+    0x008fffd,0x0090002,0x0091cd0,0x0092001,0x0092378,0x0092385,0x00923a8,0x0092402,0x0092a20,0x0097c82,
+    0x0097f8d,0x0097f98,0x0098002,0x009a187,0x009a204,0x009a20a,0x009a23c,0x009a2b0,0x00a2002,0x00a3238,
+    0x00b4002,0x00b51c8,0x00b5202,0x00b52f8,0x00b5301,0x00b5350,0x00b5375,0x00b5382,0x00b55f8,0x00b5601,
+    0x00b5650,0x00b5682,0x00b5770,0x00b5784,0x00b57ad,0x00b57b0,0x00b5802,0x00b5984,0x00b59bd,0x00b59e6,
+    0x00b5a02,0x00b5a25,0x00b5a2e,0x00b5a30,0x00b5a81,0x00b5ad0,0x00b5ad9,0x00b5b10,0x00b5b1a,0x00b5bc0,
+    0x00b5bea,0x00b5c80,0x00b7202,0x00b7401,0x00b74bd,0x00b74d8,0x00b7802,0x00b7a58,0x00b7a7c,0x00b7a82,
+    0x00b7a8c,0x00b7c40,0x00b7c7c,0x00b7c9a,0x00b7d00,0x00b7f02,0x00b7f15,0x00b7f1a,0x00b7f24,0x00b7f28,
+    0x00b7f84,0x00b7f90,0x00b8002,0x00c3fc0,0x00c4002,0x00c66b0,0x00c6802,0x00c6848,0x00d7f82,0x00d7fa0,
+    0x00d7faa,0x00d7fe0,0x00d7fea,0x00d7ff8,0x00d8002,0x00d8918,0x00d8992,0x00d8998,0x00d8a82,0x00d8a98,
+    0x00d8aaa,0x00d8ab0,0x00d8b22,0x00d8b40,0x00d8b82,0x00d97e0,0x00de002,0x00de358,0x00de382,0x00de3e8,
+    0x00de402,0x00de448,0x00de482,0x00de4d0,0x00de4e6,0x00de4ec,0x00de4fd,0x00de507,0x00de520,0x00e7804,
+    0x00e7970,0x00e7984,0x00e7a38,0x00e7a86,0x00e7e20,0x00e8006,0x00e87b0,0x00e8806,0x00e8938,0x00e894e,
+    0x00e8b2c,0x00e8b56,0x00e8b6c,0x00e8b9f,0x00e8bdc,0x00e8c1e,0x00e8c2c,0x00e8c66,0x00e8d54,0x00e8d76,
+    0x00e8f58,0x00e9006,0x00e9214,0x00e922e,0x00e9230,0x00e9601,0x00e96a0,0x00e9701,0x00e97a0,0x00e9806,
+    0x00e9ab8,0x00e9b01,0x00e9bc8,0x00ea002,0x00ea2a8,0x00ea2b2,0x00ea4e8,0x00ea4f2,0x00ea500,0x00ea512,
+    0x00ea518,0x00ea52a,0x00ea538,0x00ea54a,0x00ea568,0x00ea572,0x00ea5d0,0x00ea5da,0x00ea5e0,0x00ea5ea,
+    0x00ea620,0x00ea62a,0x00ea830,0x00ea83a,0x00ea858,0x00ea86a,0x00ea8a8,0x00ea8b2,0x00ea8e8,0x00ea8f2,
+    0x00ea9d0,0x00ea9da,0x00ea9f8,0x00eaa02,0x00eaa28,0x00eaa32,0x00eaa38,0x00eaa52,0x00eaa88,0x00eaa92,
+    0x00eb530,0x00eb542,0x00eb60e,0x00eb612,0x00eb6de,0x00eb6e2,0x00eb7de,0x00eb7e2,0x00eb8ae,0x00eb8b2,
+    0x00eb9ae,0x00eb9b2,0x00eba7e,0x00eba82,0x00ebb7e,0x00ebb82,0x00ebc4e,0x00ebc52,0x00ebd4e,0x00ebd52,
+    0x00ebe1e,0x00ebe22,0x00ebe60,0x00ebe71,0x00ec006,0x00ed004,0x00ed1be,0x00ed1dc,0x00ed36e,0x00ed3ac,
+    0x00ed3b6,0x00ed424,0x00ed42e,0x00ed43d,0x00ed460,0x00ed4dc,0x00ed500,0x00ed50c,0x00ed580,0x00ef802,
+    0x00ef8f8,0x00ef92a,0x00ef958,0x00f0004,0x00f0038,0x00f0044,0x00f00c8,0x00f00dc,0x00f0110,0x00f011c,
+    0x00f0128,0x00f0134,0x00f0158,0x00f0182,0x00f0370,0x00f047c,0x00f0480,0x00f0802,0x00f0968,0x00f0984,
+    0x00f09ba,0x00f09f0,0x00f0a01,0x00f0a50,0x00f0a72,0x00f0a7e,0x00f0a80,0x00f1482,0x00f1574,0x00f1578,
+    0x00f1602,0x00f1764,0x00f1781,0x00f17d0,0x00f17fe,0x00f1800,0x00f2682,0x00f2764,0x00f2781,0x00f27d0,
+    0x00f3f02,0x00f3f38,0x00f3f42,0x00f3f60,0x00f3f6a,0x00f3f78,0x00f3f82,0x00f3ff8,0x00f4002,0x00f4628,
+    0x00f4639,0x00f4684,0x00f46b8,0x00f4802,0x00f4a24,0x00f4a5a,0x00f4a60,0x00f4a81,0x00f4ad0,0x00f4af5,
+    0x00f4b00,0x00f6389,0x00f6566,0x00f6569,0x00f6586,0x00f6589,0x00f65a8,0x00f6809,0x00f6976,0x00f6979,
+    0x00f69f0,0x00f7002,0x00f7020,0x00f702a,0x00f7100,0x00f710a,0x00f7118,0x00f7122,0x00f7128,0x00f713a,
+    0x00f7140,0x00f714a,0x00f7198,0x00f71a2,0x00f71c0,0x00f71ca,0x00f71d0,0x00f71da,0x00f71e0,0x00f7212,
+    0x00f7218,0x00f723a,0x00f7240,0x00f724a,0x00f7250,0x00f725a,0x00f7260,0x00f726a,0x00f7280,0x00f728a,
+    0x00f7298,0x00f72a2,0x00f72a8,0x00f72ba,0x00f72c0,0x00f72ca,0x00f72d0,0x00f72da,0x00f72e0,0x00f72ea,
+    0x00f72f0,0x00f72fa,0x00f7300,0x00f730a,0x00f7318,0x00f7322,0x00f7328,0x00f733a,0x00f7358,0x00f7362,
+    0x00f7398,0x00f73a2,0x00f73c0,0x00f73ca,0x00f73e8,0x00f73f2,0x00f73f8,0x00f7402,0x00f7450,0x00f745a,
+    0x00f74e0,0x00f750a,0x00f7520,0x00f752a,0x00f7550,0x00f755a,0x00f75e0,0x00f7786,0x00f7790,0x00f8006,
+    0x00f8160,0x00f8186,0x00f84a0,0x00f8506,0x00f8578,0x00f858e,0x00f8600,0x00f860e,0x00f8680,0x00f868e,
+    0x00f87b0,0x00f8801,0x00f886e,0x00f8d70,0x00f8f36,0x00f9018,0x00f9086,0x00f91e0,0x00f9206,0x00f9248,
+    0x00f9286,0x00f9290,0x00f9306,0x00f9330,0x00f9806,0x00fb6c0,0x00fb6e6,0x00fb768,0x00fb786,0x00fb7e8,
+    0x00fb806,0x00fbbb8,0x00fbbde,0x00fbed0,0x00fbf06,0x00fbf60,0x00fbf86,0x00fbf88,0x00fc006,0x00fc060,
+    0x00fc086,0x00fc240,0x00fc286,0x00fc2d0,0x00fc306,0x00fc440,0x00fc486,0x00fc570,0x00fc586,0x00fc590,
+    0x00fc806,0x00fd2a0,0x00fd306,0x00fd370,0x00fd386,0x00fd3e8,0x00fd406,0x00fd448,0x00fd486,0x00fd5f0,
+    0x00fd5fe,0x00fd630,0x00fd676,0x00fd6e0,0x00fd706,0x00fd748,0x00fd786,0x00fd7c8,0x00fd806,0x00fdc98,
+    0x00fdca6,0x00fde58,0x00fdf81,0x00fdfd0,0x0100002,0x0153700,0x0153802,0x015b9d0,0x015ba02,0x015c0f0,
+    0x015c102,0x0167510,0x0167582,0x0175f08,0x017c002,0x017d0f0,0x0180002,0x0189a58,0x0189a82,0x0191d80,
+    0x070000f,0x0700010,0x0700107,0x0700400,0x0700804,0x0700f80,0x0780007,0x07ffff0,0x0800007,0x087fff0,
+};
+
+// White_Space, inclusive [first, last] pairs.
+#define TBC__USPACE_RANGES 10
+static const uint32_t tbc__uspace[TBC__USPACE_RANGES][2] = {
+    {0x0009, 0x000d}, {0x0020, 0x0020}, {0x0085, 0x0085}, {0x00a0, 0x00a0}, {0x1680, 0x1680}, {0x2000, 0x200a}, {0x2028, 0x2029}, {0x202f, 0x202f}, {0x205f, 0x205f}, {0x3000, 0x3000}
+};
+
 // >>tokenizer
-#if __has_include("parts/tokenizer.h")
-#include "parts/unicode_tables.h"
-#include "parts/tokenizer.h"
-#endif
+// Vocabulary loading, tokenization and detokenization, following llama.cpp (src/llama-vocab.cpp, src/unicode.cpp)
+// so that the same GGUF gives the same token ids:
+//  * "llama" (SentencePiece-style): spaces -> U+2581, optional leading space, best-score bigram merging,
+//    byte fallback <0xNN>.
+//  * "gpt2" (byte-level BPE): a pre-tokenizer splits the text into words (llama-bpe, qwen2, gpt-2 and llama.cpp's
+//    "default" rules, written as small state machines over code points), bytes map to GPT-2's printable
+//    alphabet, then merges apply by rank.
+// Control, unknown and user-defined tokens are split out of the text first (control/unknown only when the caller
+// asks to parse specials; user-defined always, as llama.cpp does).
+
+// Token attributes (a token may carry several, e.g. NORMAL|CONTROL after the end-of-generation fix-ups).
+#define TBC__ATTR_UNDEFINED 0x001
+#define TBC__ATTR_UNKNOWN 0x002
+#define TBC__ATTR_UNUSED 0x004
+#define TBC__ATTR_NORMAL 0x008
+#define TBC__ATTR_CONTROL 0x010
+#define TBC__ATTR_USER_DEFINED 0x020
+#define TBC__ATTR_BYTE 0x040
+#define TBC__ATTR_LSTRIP 0x080
+#define TBC__ATTR_RSTRIP 0x100
+
+#define TBC__VOCAB_SPM 1
+#define TBC__VOCAB_BPE 2
+
+// Pre-tokenizers (BPE only).
+#define TBC__PRE_DEFAULT 0   // llama.cpp's fallback: punctuation runs, GPT-2 rule, digit runs, groups of 3 digits
+#define TBC__PRE_LLAMA3 1    // llama-bpe: contractions, letters, \p{N}{1,3}, punctuation, newlines, spaces
+#define TBC__PRE_QWEN2 2     // as LLAMA3 but one digit per word
+#define TBC__PRE_GPT2 3      // 's|'t|...| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)
+
+// A merge "a b" of the BPE vocabulary: a slot of the (left, right) -> rank table.
+typedef struct tbc__merge {
+    int32_t left, right;   // token ids of the two parts (-1: empty slot)
+    int32_t rank;          // position in tokenizer.ggml.merges (lower merges first)
+    int32_t result;        // token id of the concatenation, -1 when it is not a token
+} tbc__merge;
+
+typedef struct tbc__vocab {
+    int32_t n_tokens;
+    int32_t bos, eos, eot, eom, unk;   // -1 when absent
+    int add_bos, add_eos, add_space_prefix;
+    int type;                          // TBC__VOCAB_SPM or TBC__VOCAB_BPE
+    int pre;                           // TBC__PRE_* (BPE)
+    int ignore_merges;                 // BPE: a word that is a whole token is emitted as is
+    char *text;                        // token texts back to back (owned)
+    uint64_t *text_off;                // [n_tokens + 1]
+    char *piece;                       // detokenized bytes of each token, specials rendered as text (owned)
+    uint64_t *piece_off;               // [n_tokens + 1]
+    float *score;                      // [n_tokens]
+    uint16_t *attr;                    // [n_tokens] TBC__ATTR_*
+    uint8_t *eog;                      // [n_tokens] 1: ends generation
+    int32_t *tok_slot;                 // open addressing: text -> id (-1 empty)
+    uint64_t tok_cap;
+    tbc__merge *merge_slot;            // open addressing: (left, right) -> merge
+    uint64_t merge_cap;
+    int32_t n_merges;
+    int32_t *special;                  // control / user-defined / unknown ids, longest text first
+    int32_t n_special;
+    int32_t byte_tok[256];             // SPM: <0xNN> (fallback) token of each byte; BPE: token of its GPT-2 char
+    uint16_t byte_cp[256];             // BPE: GPT-2 code point of each byte
+    int16_t cp_byte[324];              // BPE: inverse of byte_cp (-1: not a byte character)
+} tbc__vocab;
+
+// >>tokenizer: small helpers
+
+static const char *tbc__vocab_text(const tbc__vocab *v, int32_t id, uint64_t *n) {
+    *n = v->text_off[id + 1] - v->text_off[id];
+    return v->text + v->text_off[id];
+}
+
+// FNV-1a continued over a second piece, so "a" + "b" hashes like "ab" without copying.
+static uint64_t tbc__hash_more(uint64_t h, const void *p, uint64_t n) {
+    const uint8_t *b = (const uint8_t *)p;
+    for (uint64_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+// Id of the token whose text is p1[0..n1) followed by p2[0..n2), or -1.
+static int32_t tbc__vocab_lookup2(const tbc__vocab *v, const char *p1, uint64_t n1, const char *p2, uint64_t n2) {
+    if (!v->tok_cap) return -1;
+    uint64_t h = tbc__hash_more(tbc__hash_more(1469598103934665603ull, p1, n1), p2, n2) & (v->tok_cap - 1);
+    for (;;) {
+        int32_t id = v->tok_slot[h];
+        if (id < 0) return -1;
+        uint64_t n;
+        const char *t = tbc__vocab_text(v, id, &n);
+        if (n == n1 + n2 && memcmp(t, p1, (size_t)n1) == 0 && (n2 == 0 || memcmp(t + n1, p2, (size_t)n2) == 0))
+            return id;
+        h = (h + 1) & (v->tok_cap - 1);
+    }
+}
+
+static int32_t tbc__vocab_lookup(const tbc__vocab *v, const char *p, uint64_t n) {
+    return tbc__vocab_lookup2(v, p, n, "", 0);
+}
+
+static uint64_t tbc__merge_hash(int32_t a, int32_t b) {
+    uint64_t x = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull; x ^= x >> 33;
+    return x;
+}
+
+static const tbc__merge *tbc__merge_find(const tbc__vocab *v, int32_t a, int32_t b) {
+    if (!v->merge_cap || a < 0 || b < 0) return NULL;
+    uint64_t h = tbc__merge_hash(a, b) & (v->merge_cap - 1);
+    for (;;) {
+        const tbc__merge *m = &v->merge_slot[h];
+        if (m->left < 0) return NULL;
+        if (m->left == a && m->right == b) return m;
+        h = (h + 1) & (v->merge_cap - 1);
+    }
+}
+
+// Category of a code point (TBC__UCAT_*), plus TBC__UCAT_WHITESPACE.
+static uint8_t tbc__ucat(uint32_t cp) {
+    if (cp < 128) return tbc__ucat_ascii[cp];
+    if (cp >= 0x110000) return TBC__UCAT_UNDEFINED;
+    uint8_t ws = 0;
+    for (int i = 0; i < TBC__USPACE_RANGES; i++)
+        if (cp >= tbc__uspace[i][0] && cp <= tbc__uspace[i][1]) { ws = TBC__UCAT_WHITESPACE; break; }
+    size_t lo = 0, hi = TBC__UCAT_RUNS;  // last run starting at or before cp
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if ((tbc__ucat_runs[mid] >> 3) <= cp) lo = mid; else hi = mid;
+    }
+    return (uint8_t)((tbc__ucat_runs[lo] & 7) | ws);
+}
+
+// Decodes one code point as llama.cpp does: a bad sequence yields U+FFFD and consumes one byte. Lead bytes are
+// trusted for their length (no overlong check), but values past U+10FFFF also become U+FFFD (llama.cpp would
+// throw when re-encoding them).
+static uint32_t tbc__utf8_next(const uint8_t *s, size_t n, size_t *i) {
+    size_t o = *i;
+    uint8_t c = s[o];
+    if (c < 0x80) { *i = o + 1; return c; }
+    int len = (c & 0x40) == 0 ? 0 : (c & 0x20) == 0 ? 2 : (c & 0x10) == 0 ? 3 : (c & 0x08) == 0 ? 4 : 0;
+    if (len == 0 || o + (size_t)len > n) { *i = o + 1; return 0xFFFD; }
+    uint32_t cp = len == 2 ? (uint32_t)(c & 0x1f) : len == 3 ? (uint32_t)(c & 0x0f) : (uint32_t)(c & 0x07);
+    for (int k = 1; k < len; k++) {
+        if ((s[o + (size_t)k] & 0xc0) != 0x80) { *i = o + 1; return 0xFFFD; }
+        cp = (cp << 6) | (s[o + (size_t)k] & 0x3f);
+    }
+    *i = o + (size_t)len;
+    return cp > 0x10FFFF ? 0xFFFD : cp;
+}
+
+static int tbc__utf8_put(uint32_t cp, char *out) {
+    if (cp < 0x80) { out[0] = (char)cp; return 1; }
+    if (cp < 0x800) { out[0] = (char)(0xc0 | (cp >> 6)); out[1] = (char)(0x80 | (cp & 0x3f)); return 2; }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xe0 | (cp >> 12)); out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        out[2] = (char)(0x80 | (cp & 0x3f)); return 3;
+    }
+    out[0] = (char)(0xf0 | (cp >> 18)); out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f)); out[3] = (char)(0x80 | (cp & 0x3f)); return 4;
+}
+
+// Byte length of the UTF-8 character that starts with c, from its top four bits only (as SentencePiece splits).
+static size_t tbc__utf8_len(uint8_t c) {
+    static const uint8_t len[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+    return len[c >> 4];
+}
+
+// Grows *p (of *cap elements of size elem) to hold at least need elements. Returns 0 when out of memory.
+static int tbc__grow(void **p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return 1;
+    size_t n = *cap ? *cap : 16;
+    while (n < need) {
+        if (n > SIZE_MAX / 2) return 0;
+        n *= 2;
+    }
+    if (n > SIZE_MAX / elem) return 0;
+    void *q = TBC_REALLOC(*p, n * elem);
+    if (!q) return 0;
+    *p = q;
+    *cap = n;
+    return 1;
+}
+
+// >>tokenizer: loading
+
+static void tbc__vocab_free(tbc__vocab *v) {
+    if (!v) return;
+    TBC_FREE(v->text); TBC_FREE(v->text_off); TBC_FREE(v->piece); TBC_FREE(v->piece_off);
+    TBC_FREE(v->score); TBC_FREE(v->attr); TBC_FREE(v->eog); TBC_FREE(v->tok_slot);
+    TBC_FREE(v->merge_slot); TBC_FREE(v->special);
+    memset(v, 0, sizeof(*v));
+}
+
+static int32_t tbc__vocab_find(const tbc__vocab *v, const char *text, size_t len) {
+    if (!v || !v->tok_cap || (!text && len)) return -1;
+    return tbc__vocab_lookup(v, text ? text : "", (uint64_t)len);
+}
+
+// Reads an optional token id key. Returns 0 on success (id untouched when absent), else an error code.
+static tbc_result tbc__vocab_read_id(const tbc__vocab *v, const tbc__gguf *g, const char *key, int32_t *id,
+                                     tbc_error *err) {
+    int64_t x;
+    int r = tbc__gguf_get_int(g, key, &x, err);
+    if (r < 0) return TBC_ERR_KEY_TYPE;
+    if (r == 0) return TBC_OK;
+    if (x < 0 || x >= v->n_tokens) {
+        tbc__error_set(err, TBC_ERR_TOKENIZER, "metadata key '%s' is %lld, outside the vocabulary of %d tokens", key,
+                       (long long)x, (int)v->n_tokens);
+        return TBC_ERR_TOKENIZER;
+    }
+    *id = (int32_t)x;
+    return TBC_OK;
+}
+
+static tbc_result tbc__vocab_read_bool(const tbc__gguf *g, const char *key, int *flag, tbc_error *err) {
+    int64_t x;
+    int r = tbc__gguf_get_int(g, key, &x, err);
+    if (r < 0) return TBC_ERR_KEY_TYPE;
+    if (r == 1) *flag = x != 0;
+    return TBC_OK;
+}
+
+static int tbc__str_in(const char *s, uint64_t n, const char *const *list) {
+    for (; *list; list++)
+        if (strlen(*list) == n && memcmp(*list, s, (size_t)n) == 0) return 1;
+    return 0;
+}
+
+// First token (in list order) whose text is in list, or -1.
+static int32_t tbc__vocab_find_first(const tbc__vocab *v, const char *const *list) {
+    for (; *list; list++) {
+        int32_t id = tbc__vocab_lookup(v, *list, strlen(*list));
+        if (id >= 0) return id;
+    }
+    return -1;
+}
+
+// Sorts ids by text length descending, then id ascending (deterministic where llama.cpp's std::sort leaves equal
+// lengths in an unspecified order). Bottom-up merge sort; tmp holds n ids.
+static void tbc__sort_special(const tbc__vocab *v, int32_t *ids, int32_t n, int32_t *tmp) {
+    for (int32_t w = 1; w < n; w *= 2) {
+        for (int32_t lo = 0; lo < n; lo += 2 * w) {
+            int32_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+            int32_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) {
+                uint64_t li = v->text_off[ids[i] + 1] - v->text_off[ids[i]];
+                uint64_t lj = v->text_off[ids[j] + 1] - v->text_off[ids[j]];
+                if (li > lj || (li == lj && ids[i] < ids[j])) tmp[k++] = ids[i++];
+                else tmp[k++] = ids[j++];
+            }
+            while (i < mid) tmp[k++] = ids[i++];
+            while (j < hi) tmp[k++] = ids[j++];
+        }
+        memcpy(ids, tmp, (size_t)n * sizeof(int32_t));
+    }
+}
+
+static int tbc__hexval(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+// Builds the detokenization cache (as llama.cpp renders each token with special = true).
+static tbc_result tbc__vocab_build_pieces(tbc__vocab *v, tbc_error *err) {
+    // First pass: sizes. Second pass: bytes.
+    uint64_t total = 0;
+    v->piece_off = (uint64_t *)TBC_MALLOC(((size_t)v->n_tokens + 1) * sizeof(uint64_t));
+    if (!v->piece_off) goto oom;
+    for (int pass = 0; pass < 2; pass++) {
+        uint64_t at = 0;
+        for (int32_t id = 0; id < v->n_tokens; id++) {
+            uint64_t n;
+            const char *t = tbc__vocab_text(v, id, &n);
+            uint16_t a = v->attr[id];
+            char *dst = pass ? v->piece + at : NULL;
+            uint64_t len = 0;
+            if (pass) v->piece_off[id] = at;
+            if (a & (TBC__ATTR_UNKNOWN | TBC__ATTR_CONTROL | TBC__ATTR_USER_DEFINED)) {
+                if (dst) memcpy(dst, t, (size_t)n);
+                len = n;
+            } else if ((a & TBC__ATTR_NORMAL) && v->type == TBC__VOCAB_SPM) {
+                for (uint64_t i = 0; i < n;) {  // U+2581 -> ' '
+                    if (i + 3 <= n && (uint8_t)t[i] == 0xe2 && (uint8_t)t[i + 1] == 0x96 && (uint8_t)t[i + 2] == 0x81) {
+                        if (dst) dst[len] = ' ';
+                        len++; i += 3;
+                    } else {
+                        if (dst) dst[len] = t[i];
+                        len++; i++;
+                    }
+                }
+            } else if (a & TBC__ATTR_NORMAL) {  // BPE: GPT-2 characters back to bytes
+                size_t i = 0;
+                while (i < n) {
+                    uint32_t cp = tbc__utf8_next((const uint8_t *)t, (size_t)n, &i);
+                    if (cp < 324 && v->cp_byte[cp] >= 0) {
+                        if (dst) dst[len] = (char)v->cp_byte[cp];
+                        len++;
+                    } else {  // llama.cpp writes "[UNK_BYTE_0x<utf8 hex><token text>]"
+                        char u[4], hex[12];
+                        int un = tbc__utf8_put(cp, u), hn = 0;
+                        static const char *digits = "0123456789abcdef";
+                        for (int k = 0; k < un; k++) {
+                            hex[hn++] = digits[(uint8_t)u[k] >> 4];
+                            hex[hn++] = digits[(uint8_t)u[k] & 15];
+                        }
+                        if (dst) {
+                            memcpy(dst + len, "[UNK_BYTE_0x", 12); memcpy(dst + len + 12, hex, (size_t)hn);
+                            memcpy(dst + len + 12 + hn, t, (size_t)n); dst[len + 12 + (uint64_t)hn + n] = ']';
+                        }
+                        len += 12 + (uint64_t)hn + n + 1;
+                    }
+                }
+            } else if (a & TBC__ATTR_BYTE) {
+                if (dst) dst[0] = (char)(tbc__hexval(t[3]) * 16 + tbc__hexval(t[4]));
+                len = 1;
+            }
+            at += len;
+        }
+        if (!pass) {
+            total = at;
+            v->piece = (char *)TBC_MALLOC((size_t)(total ? total : 1));
+            if (!v->piece) goto oom;
+        } else {
+            v->piece_off[v->n_tokens] = at;
+        }
+    }
+    return TBC_OK;
+oom:
+    tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "no memory for the token pieces");
+    return TBC_ERR_OUT_OF_MEMORY;
+}
+
+static tbc_result tbc__vocab_load(tbc__vocab *v, const tbc__gguf *g, tbc_error *err) {
+    tbc_result rc = TBC_OK;
+    tbc__str model, pre, name, arch;
+    const tbc__kv *tokens = NULL, *scores = NULL, *types = NULL, *merges = NULL;
+    int has_pre, r;
+    uint64_t pool = 0;
+    int32_t *tmp = NULL;
+    char digits[32];
+
+    memset(v, 0, sizeof(*v));
+    v->bos = v->eos = v->eot = v->eom = v->unk = -1;
+
+    // >> model type
+    r = tbc__gguf_get_str(g, "tokenizer.ggml.model", &model, err);
+    if (r < 0) return TBC_ERR_KEY_TYPE;
+    if (r == 0) {
+        tbc__error_set(err, TBC_ERR_KEY_MISSING, "metadata key 'tokenizer.ggml.model' is missing");
+        return TBC_ERR_KEY_MISSING;
+    }
+    if (tbc__str_eq(model, "llama")) v->type = TBC__VOCAB_SPM;
+    else if (tbc__str_eq(model, "gpt2")) v->type = TBC__VOCAB_BPE;
+    else {
+        tbc__error_set(err, TBC_ERR_TOKENIZER, "tokenizer.ggml.model '%.*s' is not supported (only 'llama' and 'gpt2')",
+                       (int)(model.n > 64 ? 64 : model.n), model.p);
+        return TBC_ERR_TOKENIZER;
+    }
+    has_pre = tbc__gguf_get_str(g, "tokenizer.ggml.pre", &pre, err);
+    if (has_pre < 0) return TBC_ERR_KEY_TYPE;
+    if (tbc__gguf_get_str(g, "general.name", &name, NULL) != 1) { name.p = ""; name.n = 0; }
+    if (tbc__gguf_get_str(g, "general.architecture", &arch, NULL) != 1) { arch.p = ""; arch.n = 0; }
+
+    // >> token list, scores, types
+    r = tbc__gguf_get_arr(g, "tokenizer.ggml.tokens", TBC_GGUF_STRING, &tokens, err);
+    if (r < 0) return TBC_ERR_KEY_TYPE;
+    if (r == 0) {
+        tbc__error_set(err, TBC_ERR_KEY_MISSING, "metadata key 'tokenizer.ggml.tokens' is missing");
+        return TBC_ERR_KEY_MISSING;
+    }
+    if (tokens->count == 0 || tokens->count > (uint64_t)INT32_MAX / 2) {
+        tbc__error_set(err, TBC_ERR_TOKENIZER, "tokenizer.ggml.tokens has %llu entries",
+                       (unsigned long long)tokens->count);
+        return TBC_ERR_TOKENIZER;
+    }
+    v->n_tokens = (int32_t)tokens->count;
+    r = tbc__gguf_get_arr(g, "tokenizer.ggml.scores", -1, &scores, err);
+    if (r < 0) return TBC_ERR_KEY_TYPE;
+    if (r == 1) {
+        if (scores->arr_type != TBC_GGUF_FLOAT32 && scores->arr_type != TBC_GGUF_INT32) {
+            tbc__error_set(err, TBC_ERR_KEY_TYPE, "metadata key 'tokenizer.ggml.scores' is an array of %s, expected "
+                           "float32 or int32", tbc__gguf_type_name(scores->arr_type));
+            return TBC_ERR_KEY_TYPE;
+        }
+        if (scores->count < tokens->count) {
+            tbc__error_set(err, TBC_ERR_TOKENIZER, "tokenizer.ggml.scores has %llu entries for %d tokens",
+                           (unsigned long long)scores->count, (int)v->n_tokens);
+            return TBC_ERR_TOKENIZER;
+        }
+    } else {
+        scores = NULL;
+    }
+    r = tbc__gguf_get_arr(g, "tokenizer.ggml.token_type", TBC_GGUF_INT32, &types, err);
+    if (r < 0) return TBC_ERR_KEY_TYPE;
+    if (r == 1 && types->count < tokens->count) {
+        tbc__error_set(err, TBC_ERR_TOKENIZER, "tokenizer.ggml.token_type has %llu entries for %d tokens",
+                       (unsigned long long)types->count, (int)v->n_tokens);
+        return TBC_ERR_TOKENIZER;
+    }
+    if (r == 0) types = NULL;
+
+    v->text_off = (uint64_t *)TBC_MALLOC(((size_t)v->n_tokens + 1) * sizeof(uint64_t));
+    v->score = (float *)TBC_MALLOC((size_t)v->n_tokens * sizeof(float));
+    v->attr = (uint16_t *)TBC_MALLOC((size_t)v->n_tokens * sizeof(uint16_t));
+    v->eog = (uint8_t *)TBC_MALLOC((size_t)v->n_tokens);
+    tmp = (int32_t *)TBC_MALLOC((size_t)v->n_tokens * sizeof(int32_t));
+    if (!v->text_off || !v->score || !v->attr || !v->eog || !tmp) goto oom;
+    memset(v->eog, 0, (size_t)v->n_tokens);
+
+    for (int32_t i = 0; i < v->n_tokens; i++) {
+        uint64_t n = tokens->strs[i].n;
+        if (n == 0) n = (uint64_t)snprintf(digits, sizeof(digits), "[EMPTY_%d]", (int)i);  // as llama.cpp names them
+        if (!tbc__add_u64(pool, n, &pool)) goto oom;
+    }
+    if (pool > (uint64_t)SIZE_MAX - 1) goto oom;
+    v->text = (char *)TBC_MALLOC((size_t)pool + 1);
+    if (!v->text) goto oom;
+    {
+        uint64_t at = 0;
+        for (int32_t i = 0; i < v->n_tokens; i++) {
+            tbc__str s = tokens->strs[i];
+            v->text_off[i] = at;
+            if (s.n == 0) {
+                int k = snprintf(digits, sizeof(digits), "[EMPTY_%d]", (int)i);
+                memcpy(v->text + at, digits, (size_t)k);
+                at += (uint64_t)k;
+            } else {
+                memcpy(v->text + at, s.p, (size_t)s.n);
+                at += s.n;
+            }
+            if (scores && scores->arr_type == TBC_GGUF_FLOAT32) memcpy(&v->score[i], scores->data + 4 * (size_t)i, 4);
+            else if (scores) {
+                int32_t x;
+                memcpy(&x, scores->data + 4 * (size_t)i, 4);
+                v->score[i] = (float)x;
+            } else v->score[i] = 0.0f;
+            v->attr[i] = TBC__ATTR_NORMAL;
+            if (types) {
+                int32_t t;
+                memcpy(&t, types->data + 4 * (size_t)i, 4);
+                static const uint16_t map[7] = {TBC__ATTR_UNDEFINED, TBC__ATTR_NORMAL, TBC__ATTR_UNKNOWN,
+                                                TBC__ATTR_CONTROL, TBC__ATTR_USER_DEFINED, TBC__ATTR_UNUSED,
+                                                TBC__ATTR_BYTE};
+                if (t < 0 || t > 6) {
+                    tbc__error_set(err, TBC_ERR_TOKENIZER, "tokenizer.ggml.token_type[%d] is %d (valid: 0 to 6)",
+                                   (int)i, (int)t);
+                    rc = TBC_ERR_TOKENIZER;
+                    goto fail;
+                }
+                v->attr[i] = map[t];
+            }
+        }
+        v->text_off[v->n_tokens] = at;
+    }
+
+    // >> text -> id table
+    v->tok_cap = 16;
+    while (v->tok_cap < 2 * (uint64_t)v->n_tokens) v->tok_cap <<= 1;
+    v->tok_slot = (int32_t *)TBC_MALLOC((size_t)v->tok_cap * sizeof(int32_t));
+    if (!v->tok_slot) goto oom;
+    for (uint64_t i = 0; i < v->tok_cap; i++) v->tok_slot[i] = -1;
+    for (int32_t i = 0; i < v->n_tokens; i++) {
+        uint64_t n;
+        const char *t = tbc__vocab_text(v, i, &n);
+        int32_t dup = tbc__vocab_lookup(v, t, n);
+        if (dup >= 0) {
+            tbc__error_set(err, TBC_ERR_TOKENIZER, "tokenizer.ggml.tokens: '%.*s' appears twice (ids %d and %d)",
+                           (int)(n > 64 ? 64 : n), t, (int)dup, (int)i);
+            rc = TBC_ERR_TOKENIZER;
+            goto fail;
+        }
+        uint64_t h = tbc__hash_more(1469598103934665603ull, t, n) & (v->tok_cap - 1);
+        while (v->tok_slot[h] >= 0) h = (h + 1) & (v->tok_cap - 1);
+        v->tok_slot[h] = i;
+    }
+    for (int32_t i = 0; i < v->n_tokens; i++) {  // byte tokens must read <0xNN>
+        uint64_t n;
+        const char *t = tbc__vocab_text(v, i, &n);
+        if ((v->attr[i] & TBC__ATTR_BYTE) &&
+            (n != 6 || memcmp(t, "<0x", 3) != 0 || t[5] != '>' || tbc__hexval(t[3]) < 0 || tbc__hexval(t[4]) < 0)) {
+            tbc__error_set(err, TBC_ERR_TOKENIZER, "token %d '%.*s' has type byte but is not of the form <0xNN>",
+                           (int)i, (int)(n > 64 ? 64 : n), t);
+            rc = TBC_ERR_TOKENIZER;
+            goto fail;
+        }
+    }
+
+    // >> type-specific defaults (llama.cpp's), then the keys
+    if (v->type == TBC__VOCAB_SPM) {
+        v->bos = 1; v->eos = 2; v->unk = 0;
+        v->add_bos = 1; v->add_space_prefix = 1;
+    } else {
+        v->bos = 11; v->eos = 11;  // llama.cpp's BPE defaults, used when the file names none
+        v->pre = TBC__PRE_DEFAULT;
+        if (has_pre == 1 && !tbc__str_eq(pre, "default")) {
+            static const char *const llama3[] = {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
+                                                 "midm-2.0", "lfm2", "jina-v5-nano", NULL};
+            static const char *const llama3_plain[] = {"dbrx", "smaug-bpe", "glm4", "chatglm-bpe", NULL};
+            static const char *const qwen2[] = {"qwen2", "deepseek-r1-qwen", "stablelm2", "megrez", "kormo",
+                                                "hunyuan", "grok-2", "solar-open", "f2llmv2", NULL};
+            static const char *const gpt2[] = {"gpt-2", "gpt2", "phi-2", "jina-es", "jina-de", "gigachat",
+                                               "jina-v2-es", "jina-v2-de", "a.x-4.0", "mellum", "modern-bert",
+                                               "jina-v1-en", "jina-v2-code", "roberta-bpe", "mpt", "olmo", "jais",
+                                               "exaone4", "trillion", "granite-docling", NULL};
+            if (tbc__str_in(pre.p, pre.n, llama3)) { v->pre = TBC__PRE_LLAMA3; v->ignore_merges = 1; v->add_bos = 1; }
+            else if (tbc__str_in(pre.p, pre.n, llama3_plain)) v->pre = TBC__PRE_LLAMA3;
+            else if (tbc__str_in(pre.p, pre.n, qwen2)) v->pre = TBC__PRE_QWEN2;
+            else if (tbc__str_in(pre.p, pre.n, gpt2)) v->pre = TBC__PRE_GPT2;
+            else {
+                tbc__error_set(err, TBC_ERR_TOKENIZER, "tokenizer.ggml.pre '%.*s' is not supported (llama-bpe, "
+                               "qwen2, gpt-2 and their aliases are)", (int)(pre.n > 64 ? 64 : pre.n), pre.p);
+                rc = TBC_ERR_TOKENIZER;
+                goto fail;
+            }
+            if (tbc__str_eq(pre, "glm4") || tbc__str_eq(pre, "chatglm-bpe")) v->bos = -1;
+        }
+    }
+    if (v->bos >= v->n_tokens) v->bos = -1;  // a default outside a small vocabulary is dropped, as llama.cpp does
+    if (v->eos >= v->n_tokens) v->eos = -1;
+    if (v->unk >= v->n_tokens) v->unk = -1;
+    {
+        int32_t fim[9] = {-1, -1, -1, -1, -1, -1, -1, -1, -1};
+        static const char *const fim_keys[9] = {
+            "tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.fim_suf_token_id", "tokenizer.ggml.fim_mid_token_id",
+            "tokenizer.ggml.fim_pad_token_id", "tokenizer.ggml.fim_rep_token_id", "tokenizer.ggml.fim_sep_token_id",
+            "tokenizer.ggml.prefix_token_id", "tokenizer.ggml.suffix_token_id", "tokenizer.ggml.middle_token_id"};
+        if ((rc = tbc__vocab_read_id(v, g, "tokenizer.ggml.bos_token_id", &v->bos, err)) != TBC_OK) goto fail;
+        if ((rc = tbc__vocab_read_id(v, g, "tokenizer.ggml.eos_token_id", &v->eos, err)) != TBC_OK) goto fail;
+        if ((rc = tbc__vocab_read_id(v, g, "tokenizer.ggml.eot_token_id", &v->eot, err)) != TBC_OK) goto fail;
+        if ((rc = tbc__vocab_read_id(v, g, "tokenizer.ggml.eom_token_id", &v->eom, err)) != TBC_OK) goto fail;
+        if ((rc = tbc__vocab_read_id(v, g, "tokenizer.ggml.unknown_token_id", &v->unk, err)) != TBC_OK) goto fail;
+        for (int k = 0; k < 9; k++)
+            if ((rc = tbc__vocab_read_id(v, g, fim_keys[k], &fim[k], err)) != TBC_OK) goto fail;
+        for (int k = 0; k < 3; k++)  // deprecated spellings
+            if (fim[k] < 0) fim[k] = fim[6 + k];
+        if ((rc = tbc__vocab_read_bool(g, "tokenizer.ggml.add_bos_token", &v->add_bos, err)) != TBC_OK) goto fail;
+        if ((rc = tbc__vocab_read_bool(g, "tokenizer.ggml.add_eos_token", &v->add_eos, err)) != TBC_OK) goto fail;
+        if ((rc = tbc__vocab_read_bool(g, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix, err)) != TBC_OK)
+            goto fail;
+        if (v->add_bos && v->bos < 0) {
+            tbc__error_set(err, TBC_ERR_TOKENIZER, "tokenizer.ggml.add_bos_token is true, but "
+                           "tokenizer.ggml.bos_token_id is not set");
+            rc = TBC_ERR_TOKENIZER;
+            goto fail;
+        }
+        if (v->add_eos && v->eos < 0) {
+            tbc__error_set(err, TBC_ERR_TOKENIZER, "tokenizer.ggml.add_eos_token is true, but "
+                           "tokenizer.ggml.eos_token_id is not set");
+            rc = TBC_ERR_TOKENIZER;
+            goto fail;
+        }
+
+        // >> special tokens recognised by their text (llama.cpp's workaround for missing metadata); each found
+        // one becomes a control token.
+        {
+            static const char *const eot_names[] = {
+                "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>",
+                "_<EOT>", "[EOT]", "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
+                "<end_of_utterance>", NULL};
+            static const char *const eom_names[] = {"<|eom_id|>", NULL};
+            static const char *const fim_pre[] = {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>",
+                                                  "<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>", "<PRE>",
+                                                  "\xe2\x96\x81<PRE>", "<|code_prefix|>", "<|prefix|>", NULL};
+            static const char *const fim_suf[] = {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>",
+                                                  "<\xef\xbd\x9c" "fim\xe2\x96\x81hole\xef\xbd\x9c>", "<SUF>",
+                                                  "\xe2\x96\x81<SUF>", "<|code_suffix|>", "<|suffix|>", NULL};
+            static const char *const fim_mid[] = {"<|fim_middle|>", "<fim-middle>", "<fim_middle>",
+                                                  "<\xef\xbd\x9c" "fim\xe2\x96\x81" "end\xef\xbd\x9c>", "<MID>",
+                                                  "\xe2\x96\x81<MID>", "<|code_middle|>", "<|middle|>", NULL};
+            static const char *const fim_pad[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", NULL};
+            static const char *const fim_rep[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>",
+                                                  "<reponame>", NULL};
+            static const char *const fim_sep[] = {"<|file_sep|>", NULL};
+            static const char *const eog_names[] = {
+                "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+                "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+                "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+                "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", "[e~[", NULL};
+            static const char *const always_render[] = {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>",
+                                                        NULL};
+            const char *const *detect[8] = {eot_names, eom_names, fim_pre, fim_suf, fim_mid, fim_pad, fim_rep, fim_sep};
+            int32_t *slot[8];
+            slot[0] = &v->eot; slot[1] = &v->eom;
+            for (int k = 0; k < 6; k++) slot[2 + k] = &fim[k];
+            for (int k = 0; k < 8; k++) {
+                if (*slot[k] >= 0) continue;
+                int32_t id = tbc__vocab_find_first(v, detect[k]);
+                if (id >= 0) { *slot[k] = id; v->attr[id] |= TBC__ATTR_CONTROL; }
+            }
+            for (int k = 3; k < 6; k++)  // fim pad, repo, file separator end generation
+                if (fim[k] >= 0) v->eog[fim[k]] = 1;
+            for (const char *const *s = eog_names; *s; s++) {
+                int32_t id = tbc__vocab_lookup(v, *s, strlen(*s));
+                if (id >= 0) { v->eog[id] = 1; v->attr[id] |= TBC__ATTR_CONTROL; }
+            }
+            for (const char *const *s = always_render; *s; s++) {
+                int32_t id = tbc__vocab_lookup(v, *s, strlen(*s));
+                if (id >= 0) v->attr[id] = TBC__ATTR_USER_DEFINED;
+            }
+            if (v->eos >= 0) v->eog[v->eos] = 1;
+            if (v->eot >= 0) v->eog[v->eot] = 1;
+            if (v->eom >= 0) v->eog[v->eom] = 1;
+            {   // harmony / solar-open: "<|end|>" separates turns there, it does not end generation
+                int32_t ret = tbc__vocab_lookup(v, "<|return|>", 10), call = tbc__vocab_lookup(v, "<|call|>", 8);
+                int32_t calls = tbc__vocab_lookup(v, "<|calls|>", 9), flush = tbc__vocab_lookup(v, "<|flush|>", 9);
+                int32_t end = tbc__vocab_lookup(v, "<|end|>", 7);
+                int has_call = (call >= 0 && v->eog[call]) || (calls >= 0 && v->eog[calls]);
+                int has_ret = ret >= 0 && v->eog[ret], has_flush = flush >= 0 && v->eog[flush];
+                if (end >= 0 && v->eog[end] && has_call && (has_ret || has_flush)) {
+                    v->eog[end] = 0;
+                    v->attr[end] = TBC__ATTR_USER_DEFINED;
+                }
+                int32_t tool = tbc__vocab_lookup(v, "<|tool_response>", 16), s = tbc__vocab_lookup(v, "</s>", 4);
+                if (tool >= 0 && v->eog[tool] && s >= 0 && v->eog[s]) {  // gemma4
+                    v->eog[s] = 0;
+                    v->attr[s] = TBC__ATTR_NORMAL;
+                }
+            }
+        }
+    }
+
+    // >> special-token list for splitting, longest first
+    for (int32_t i = 0; i < v->n_tokens; i++)
+        if (v->attr[i] & (TBC__ATTR_CONTROL | TBC__ATTR_USER_DEFINED | TBC__ATTR_UNKNOWN)) v->n_special++;
+    v->special = (int32_t *)TBC_MALLOC((size_t)(v->n_special ? v->n_special : 1) * sizeof(int32_t));
+    if (!v->special) goto oom;
+    {
+        int32_t k = 0;
+        for (int32_t i = 0; i < v->n_tokens; i++)
+            if (v->attr[i] & (TBC__ATTR_CONTROL | TBC__ATTR_USER_DEFINED | TBC__ATTR_UNKNOWN)) v->special[k++] = i;
+        tbc__sort_special(v, v->special, v->n_special, tmp);
+    }
+
+    // >> per-model strip attributes (llama.cpp sets these by model name)
+    {
+        char lname[256];
+        size_t ln = name.n < sizeof(lname) - 1 ? (size_t)name.n : sizeof(lname) - 1;
+        for (size_t i = 0; i < ln; i++)
+            lname[i] = (char)((name.p[i] >= 'A' && name.p[i] <= 'Z') ? name.p[i] + 32 : name.p[i]);
+        lname[ln] = 0;
+        int jina = 0;
+        if (has_pre == 1) {
+            char lpre[64];
+            size_t pn = pre.n < sizeof(lpre) - 1 ? (size_t)pre.n : sizeof(lpre) - 1;
+            memcpy(lpre, pre.p, pn); lpre[pn] = 0;
+            jina = strstr(lpre, "jina-v2-de") || strstr(lpre, "jina-v2-es") || strstr(lpre, "jina-v2-code");
+        }
+        if (!jina && arch.n && arch.n < 64) {
+            char larch[64];
+            memcpy(larch, arch.p, (size_t)arch.n); larch[arch.n] = 0;
+            jina = strstr(larch, "nomic-bert-moe") || strstr(larch, "jina-bert-v3");
+        }
+        if (jina) {
+            int32_t id = tbc__vocab_lookup(v, "<mask>", 6);
+            if (id >= 0) v->attr[id] |= TBC__ATTR_LSTRIP;
+        } else if (strstr(lname, "phi-3") || strstr(lname, "phi3")) {
+            static const char *const keep[] = {"<unk>", "<s>", "<|endoftext|>", NULL};
+            for (int32_t k = 0; k < v->n_special; k++) v->attr[v->special[k]] |= TBC__ATTR_RSTRIP;
+            int32_t id = tbc__vocab_lookup(v, "</s>", 4);
+            if (id >= 0) v->attr[id] |= TBC__ATTR_RSTRIP;
+            for (const char *const *s = keep; *s; s++) {
+                id = tbc__vocab_lookup(v, *s, strlen(*s));
+                if (id >= 0) v->attr[id] &= (uint16_t)~TBC__ATTR_RSTRIP;
+            }
+        } else if (strstr(lname, "modern-bert")) {
+            int32_t id = tbc__vocab_lookup(v, "[MASK]", 6);
+            if (id >= 0) v->attr[id] |= TBC__ATTR_LSTRIP;
+        }
+    }
+
+    // >> byte tables
+    if (v->type == TBC__VOCAB_BPE) {
+        int n = 0;
+        for (int b = 0; b < 324; b++) v->cp_byte[b] = -1;
+        for (int b = 0; b < 256; b++) {
+            int printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+            v->byte_cp[b] = (uint16_t)(printable ? b : 256 + n++);
+            v->cp_byte[v->byte_cp[b]] = (int16_t)b;
+        }
+        for (int b = 0; b < 256; b++) {
+            char u[4];
+            int un = tbc__utf8_put(v->byte_cp[b], u);
+            v->byte_tok[b] = tbc__vocab_lookup(v, u, (uint64_t)un);
+        }
+    } else {
+        for (int b = 0; b < 256; b++) {
+            char hex[8], one[1];
+            snprintf(hex, sizeof(hex), "<0x%02X>", b);
+            one[0] = (char)b;
+            int32_t id = tbc__vocab_lookup(v, hex, 6);
+            if (id < 0) id = tbc__vocab_lookup(v, one, 1);
+            if (id < 0) id = v->unk;  // llama.cpp would throw here; the unknown token is the graceful choice
+            v->byte_tok[b] = id;
+        }
+    }
+
+    // >> merges
+    if (v->type == TBC__VOCAB_BPE) {
+        r = tbc__gguf_get_arr(g, "tokenizer.ggml.merges", TBC_GGUF_STRING, &merges, err);
+        if (r < 0) { rc = TBC_ERR_KEY_TYPE; goto fail; }
+        if (r == 0) {
+            tbc__error_set(err, TBC_ERR_KEY_MISSING, "metadata key 'tokenizer.ggml.merges' is missing");
+            rc = TBC_ERR_KEY_MISSING;
+            goto fail;
+        }
+        if (merges->count > (uint64_t)INT32_MAX / 4) {
+            tbc__error_set(err, TBC_ERR_TOKENIZER, "tokenizer.ggml.merges has too many entries");
+            rc = TBC_ERR_TOKENIZER;
+            goto fail;
+        }
+        v->n_merges = (int32_t)merges->count;
+        v->merge_cap = 16;
+        while (v->merge_cap < 2 * (uint64_t)v->n_merges) v->merge_cap <<= 1;
+        v->merge_slot = (tbc__merge *)TBC_MALLOC((size_t)v->merge_cap * sizeof(tbc__merge));
+        if (!v->merge_slot) goto oom;
+        for (uint64_t i = 0; i < v->merge_cap; i++) v->merge_slot[i].left = -1;
+        for (int32_t i = 0; i < v->n_merges; i++) {
+            tbc__str s = merges->strs[i];
+            uint64_t sp = 1;  // the first space after the first byte separates the parts
+            while (sp < s.n && s.p[sp] != ' ') sp++;
+            if (s.n < 3 || sp >= s.n) {
+                tbc__error_set(err, TBC_ERR_TOKENIZER, "tokenizer.ggml.merges[%d] '%.*s' is not of the form 'a b'",
+                               (int)i, (int)(s.n > 64 ? 64 : s.n), s.p);
+                rc = TBC_ERR_TOKENIZER;
+                goto fail;
+            }
+            int32_t a = tbc__vocab_lookup(v, s.p, sp), b = tbc__vocab_lookup(v, s.p + sp + 1, s.n - sp - 1);
+            if (a < 0 || b < 0) {
+                tbc__error_set(err, TBC_ERR_TOKENIZER, "tokenizer.ggml.merges[%d] '%.*s' refers to a token that is "
+                               "not in the vocabulary", (int)i, (int)(s.n > 64 ? 64 : s.n), s.p);
+                rc = TBC_ERR_TOKENIZER;
+                goto fail;
+            }
+            if (tbc__merge_find(v, a, b)) continue;  // the first (lowest) rank wins, as in llama.cpp
+            uint64_t h = tbc__merge_hash(a, b) & (v->merge_cap - 1);
+            while (v->merge_slot[h].left >= 0) h = (h + 1) & (v->merge_cap - 1);
+            v->merge_slot[h].left = a;
+            v->merge_slot[h].right = b;
+            v->merge_slot[h].rank = i;
+            v->merge_slot[h].result = tbc__vocab_lookup2(v, s.p, sp, s.p + sp + 1, s.n - sp - 1);
+        }
+    }
+
+    if ((rc = tbc__vocab_build_pieces(v, err)) != TBC_OK) goto fail;
+    TBC_FREE(tmp);
+    return TBC_OK;
+oom:
+    rc = TBC_ERR_OUT_OF_MEMORY;
+    tbc__error_set(err, rc, "no memory for the vocabulary");
+fail:
+    TBC_FREE(tmp);
+    tbc__vocab_free(v);
+    return rc;
+}
+
+// >>tokenizer: queries
+
+static int64_t tbc__token_to_piece(const tbc__vocab *v, int32_t id, int render_special, char *buf, size_t cap) {
+    if (!v || id < 0 || id >= v->n_tokens) return -1;
+    if (!render_special && (v->attr[id] & (TBC__ATTR_UNKNOWN | TBC__ATTR_CONTROL))) return 0;
+    uint64_t n = v->piece_off[id + 1] - v->piece_off[id];
+    if (buf && cap) memcpy(buf, v->piece + v->piece_off[id], (size_t)(n < cap ? n : cap));
+    return (int64_t)n;
+}
+
+static int tbc__vocab_is_eog(const tbc__vocab *v, int32_t id) {
+    return v && id >= 0 && id < v->n_tokens && v->eog[id];
+}
+
+// >>tokenizer: tokenization
+
+// Output sink: counts every id, stores those that fit.
+typedef struct tbc__tok_out {
+    int32_t *out;
+    int64_t cap, n;
+} tbc__tok_out;
+
+static void tbc__emit(tbc__tok_out *o, int32_t id) {
+    if (o->n < o->cap) o->out[o->n] = id;
+    o->n++;
+}
+
+typedef struct tbc__sym {
+    int32_t prev, next;
+    int32_t start, n;   // bytes in the session buffer; n = 0 once merged away
+    int32_t id;         // BPE: token of the text, -1 when it is none
+} tbc__sym;
+
+typedef struct tbc__bigram {
+    float score;        // SPM: higher first
+    int32_t rank;       // BPE: lower first
+    int32_t left, right;
+    int32_t a, b;       // SPM: a = byte size; BPE: the ids of the two parts when queued
+} tbc__bigram;
+
+typedef struct tbc__frag {
+    int32_t tok;        // -1: raw text
+    int32_t next;
+    size_t off, len;
+} tbc__frag;
+
+typedef struct tbc__tok_scratch {
+    char *buf; size_t buf_cap;
+    uint32_t *cp; size_t cp_cap;
+    uint8_t *fl; size_t fl_cap;
+    uint32_t *la; size_t la_cap;
+    uint32_t *lb; size_t lb_cap;
+    tbc__sym *sym; size_t sym_cap;
+    tbc__bigram *heap; size_t heap_cap; size_t heap_n;
+    tbc__frag *frag; size_t frag_cap; size_t frag_n;
+    int spm;            // heap order
+} tbc__tok_scratch;
+
+static void tbc__scratch_free(tbc__tok_scratch *s) {
+    TBC_FREE(s->buf); TBC_FREE(s->cp); TBC_FREE(s->fl); TBC_FREE(s->la); TBC_FREE(s->lb);
+    TBC_FREE(s->sym); TBC_FREE(s->heap); TBC_FREE(s->frag);
+}
+
+static int tbc__bigram_before(const tbc__tok_scratch *s, const tbc__bigram *x, const tbc__bigram *y) {
+    if (s->spm) return x->score > y->score || (x->score == y->score && x->left < y->left);
+    return x->rank < y->rank || (x->rank == y->rank && x->left < y->left);
+}
+
+static void tbc__heap_push(tbc__tok_scratch *s, const tbc__bigram *e) {
+    size_t i = s->heap_n++;  // capacity reserved by the caller
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!tbc__bigram_before(s, e, &s->heap[p])) break;
+        s->heap[i] = s->heap[p];
+        i = p;
+    }
+    s->heap[i] = *e;
+}
+
+static tbc__bigram tbc__heap_pop(tbc__tok_scratch *s) {
+    tbc__bigram top = s->heap[0], last = s->heap[--s->heap_n];
+    size_t i = 0, n = s->heap_n;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && tbc__bigram_before(s, &s->heap[c + 1], &s->heap[c])) c++;
+        if (!tbc__bigram_before(s, &s->heap[c], &last)) break;
+        s->heap[i] = s->heap[c];
+        i = c;
+    }
+    if (n) s->heap[i] = last;
+    return top;
+}
+
+// isspace() of the C locale, which llama.cpp uses to strip around special tokens.
+static int tbc__is_cspace(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
+// Splits the raw text at special tokens (llama.cpp's order: each special token, longest first, over every
+// remaining text fragment, leftmost occurrences first). Builds the fragment list in s->frag (head = 0).
+static int tbc__partition(const tbc__vocab *v, const char *text, size_t len, int parse_special, tbc__tok_scratch *s) {
+    s->frag_n = 0;
+    if (len == 0) return 1;
+    if (!tbc__grow((void **)&s->frag, &s->frag_cap, 1, sizeof(tbc__frag))) return 0;
+    s->frag[0].tok = -1; s->frag[0].next = -1; s->frag[0].off = 0; s->frag[0].len = len;
+    s->frag_n = 1;
+    for (int32_t k = 0; k < v->n_special; k++) {
+        int32_t id = v->special[k];
+        uint16_t a = v->attr[id];
+        if (!parse_special && (a & (TBC__ATTR_CONTROL | TBC__ATTR_UNKNOWN))) continue;
+        uint64_t tn;
+        const char *t = tbc__vocab_text(v, id, &tn);
+        if (tn == 0 || tn > len) continue;
+        for (int32_t f = 0; f >= 0; f = s->frag[f].next) {
+            if (s->frag[f].tok >= 0) continue;
+            size_t off = s->frag[f].off, flen = s->frag[f].len;
+            // find the first occurrence of t in text[off, off+flen)
+            const char *base = text + off;
+            size_t pos = (size_t)-1;
+            for (size_t i = 0; i + tn <= flen;) {
+                const char *q = (const char *)memchr(base + i, (unsigned char)t[0], flen - (size_t)tn + 1 - i);
+                if (!q) break;
+                i = (size_t)(q - base);
+                if (memcmp(q, t, (size_t)tn) == 0) { pos = i; break; }
+                i++;
+            }
+            if (pos == (size_t)-1) continue;
+            // [left text] [token] [right text]: the current node becomes the left part (or the token)
+            size_t left_len = pos, right_off = off + pos + (size_t)tn, right_len = flen - pos - (size_t)tn;
+            if (a & TBC__ATTR_LSTRIP)
+                while (left_len > 0 && tbc__is_cspace(text[off + left_len - 1])) left_len--;
+            if (a & TBC__ATTR_RSTRIP)
+                while (right_len > 0 && tbc__is_cspace(text[right_off])) { right_off++; right_len--; }
+            if (!tbc__grow((void **)&s->frag, &s->frag_cap, s->frag_n + 2, sizeof(tbc__frag))) return 0;
+            int32_t after = s->frag[f].next, cur = f;
+            if (left_len > 0) {
+                s->frag[f].len = left_len;
+                int32_t tk = (int32_t)s->frag_n++;
+                s->frag[tk].tok = id; s->frag[tk].off = 0; s->frag[tk].len = 0;
+                s->frag[f].next = tk;
+                cur = tk;
+            } else {
+                s->frag[f].tok = id; s->frag[f].off = 0; s->frag[f].len = 0;
+            }
+            if (right_len > 0) {
+                int32_t rt = (int32_t)s->frag_n++;
+                s->frag[rt].tok = -1; s->frag[rt].off = right_off; s->frag[rt].len = right_len;
+                s->frag[cur].next = rt;
+                s->frag[rt].next = after;
+                f = cur;  // the loop step moves to the right part, which is searched again
+            } else {
+                s->frag[cur].next = after;
+                f = cur;
+            }
+        }
+    }
+    return 1;
+}
+
+// SentencePiece-style merging of one fragment held in s->buf[0, n).
+static int tbc__spm_session(const tbc__vocab *v, tbc__tok_scratch *s, size_t n, tbc__tok_out *o) {
+    if (n == 0) return 1;
+    size_t nsym = 0;
+    if (!tbc__grow((void **)&s->sym, &s->sym_cap, n, sizeof(tbc__sym))) return 0;
+    if (n > SIZE_MAX / 3 || !tbc__grow((void **)&s->heap, &s->heap_cap, 3 * n, sizeof(tbc__bigram))) return 0;
+    for (size_t off = 0; off < n;) {
+        size_t l = tbc__utf8_len((uint8_t)s->buf[off]);
+        if (l > n - off) l = n - off;
+        tbc__sym *y = &s->sym[nsym];
+        y->start = (int32_t)off; y->n = (int32_t)l; y->id = -1;
+        y->prev = (int32_t)nsym - 1;
+        off += l;
+        y->next = off == n ? -1 : (int32_t)nsym + 1;
+        nsym++;
+    }
+    s->spm = 1;
+    s->heap_n = 0;
+    for (size_t i = 1; i < nsym; i++) {
+        int32_t id = tbc__vocab_lookup(v, s->buf + s->sym[i - 1].start, (uint64_t)(s->sym[i - 1].n + s->sym[i].n));
+        if (id < 0) continue;
+        tbc__bigram e;
+        e.score = v->score[id]; e.rank = 0; e.left = (int32_t)i - 1; e.right = (int32_t)i;
+        e.a = s->sym[i - 1].n + s->sym[i].n; e.b = 0;
+        tbc__heap_push(s, &e);
+    }
+    while (s->heap_n) {
+        tbc__bigram e = tbc__heap_pop(s);
+        tbc__sym *L = &s->sym[e.left], *R = &s->sym[e.right];
+        if (L->n == 0 || R->n == 0 || L->n + R->n != e.a) continue;  // stale
+        L->n += R->n;
+        R->n = 0;
+        L->next = R->next;
+        if (R->next >= 0) s->sym[R->next].prev = e.left;
+        int32_t pair[2][2];
+        pair[0][0] = L->prev; pair[0][1] = e.left;
+        pair[1][0] = e.left; pair[1][1] = L->next;
+        for (int k = 0; k < 2; k++) {
+            int32_t l = pair[k][0], r = pair[k][1];
+            if (l < 0 || r < 0) continue;
+            int32_t id = tbc__vocab_lookup(v, s->buf + s->sym[l].start, (uint64_t)(s->sym[l].n + s->sym[r].n));
+            if (id < 0) continue;
+            tbc__bigram x;
+            x.score = v->score[id]; x.rank = 0; x.left = l; x.right = r; x.a = s->sym[l].n + s->sym[r].n; x.b = 0;
+            tbc__heap_push(s, &x);
+        }
+    }
+    for (int32_t i = 0; i >= 0; i = s->sym[i].next) {
+        const tbc__sym *y = &s->sym[i];
+        int32_t id = tbc__vocab_lookup(v, s->buf + y->start, (uint64_t)y->n);
+        if (id >= 0) { tbc__emit(o, id); continue; }
+        for (int32_t k = 0; k < y->n; k++) {  // byte fallback
+            int32_t b = v->byte_tok[(uint8_t)s->buf[y->start + k]];
+            if (b >= 0) tbc__emit(o, b);
+        }
+    }
+    return 1;
+}
+
+// >>tokenizer: pre-tokenizers. Each splits code points [ini, end) into words, appending word lengths to *out.
+// fl[i] is tbc__ucat(cp[i]); positions outside [ini, end) read as "none" (TBC__FL_NONE), as llama.cpp's splitters
+// see them.
+#define TBC__FL_NONE 0x10
+#define TBC__FL_IS_LETTER(f) (((f) & 0x17) == TBC__UCAT_LETTER)
+#define TBC__FL_IS_NUMBER(f) (((f) & 0x17) == TBC__UCAT_NUMBER)
+#define TBC__FL_IS_SPACE(f) (((f) & TBC__UCAT_WHITESPACE) != 0)
+
+typedef struct tbc__split {
+    const uint32_t *cp;
+    const uint8_t *fl;
+    uint32_t ini, end, prev_end;
+    uint32_t *out;
+    size_t n_out;
+} tbc__split;
+
+static uint8_t tbc__sp_fl(const tbc__split *s, uint32_t pos) { return pos < s->end ? s->fl[pos] : TBC__FL_NONE; }
+static uint32_t tbc__sp_cp(const tbc__split *s, uint32_t pos) { return pos < s->end ? s->cp[pos] : 0xFFFFFFFFu; }
+static void tbc__sp_word(tbc__split *s, uint32_t end) {
+    if (end > s->prev_end) s->out[s->n_out++] = end - s->prev_end;
+    s->prev_end = end;
+}
+static uint32_t tbc__ascii_lower(uint32_t c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
+
+// Contractions 's 't 're 've 'm 'll 'd at pos; returns their length (0: none).
+static uint32_t tbc__sp_contraction(const tbc__split *s, uint32_t pos, int any_case) {
+    if (s->cp[pos] != '\'' || pos + 1 >= s->end) return 0;
+    uint32_t c1 = s->cp[pos + 1];
+    if (any_case) c1 = tbc__ascii_lower(c1);
+    if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return 2;
+    if (pos + 2 >= s->end) return 0;
+    uint32_t c2 = s->cp[pos + 2];
+    if (any_case) c2 = tbc__ascii_lower(c2);
+    if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) return 3;
+    return 0;
+}
+
+// GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+static void tbc__split_gpt2(tbc__split *s) {
+    uint32_t pos = s->ini;
+    s->prev_end = s->ini;
+    while (pos < s->end) {
+        uint32_t c = s->cp[pos];
+        uint8_t f = s->fl[pos];
+        uint32_t k = tbc__sp_contraction(s, pos, 0);
+        if (k) { pos += k; tbc__sp_word(s, pos); continue; }
+        uint8_t f2 = c == ' ' ? tbc__sp_fl(s, pos + 1) : f;
+        if (TBC__FL_IS_LETTER(f2) || TBC__FL_IS_NUMBER(f2)) {
+            int letter = TBC__FL_IS_LETTER(f2);
+            pos += c == ' ';
+            while (letter ? TBC__FL_IS_LETTER(tbc__sp_fl(s, pos)) : TBC__FL_IS_NUMBER(tbc__sp_fl(s, pos))) pos++;
+            tbc__sp_word(s, pos);
+            continue;
+        }
+        if (!(TBC__FL_IS_SPACE(f2) || TBC__FL_IS_LETTER(f2) || TBC__FL_IS_NUMBER(f2)) && !(f2 & TBC__FL_NONE)) {
+            pos += c == ' ';
+            for (;;) {
+                uint8_t g = tbc__sp_fl(s, pos);
+                if (TBC__FL_IS_SPACE(g) || TBC__FL_IS_LETTER(g) || TBC__FL_IS_NUMBER(g) || (g & TBC__FL_NONE)) break;
+                pos++;
+            }
+            tbc__sp_word(s, pos);
+            continue;
+        }
+        uint32_t nws = 0;
+        while (TBC__FL_IS_SPACE(tbc__sp_fl(s, pos + nws))) nws++;
+        if (nws > 1 && pos + nws < s->end) { pos += nws - 1; tbc__sp_word(s, pos); continue; }  // \s+(?!\S)
+        if (nws > 0) { pos += nws; tbc__sp_word(s, pos); continue; }
+        tbc__sp_word(s, ++pos);
+    }
+}
+
+// Llama 3 (max_digits 3) and Qwen2 (max_digits 1):
+// (?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
+//  ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+static void tbc__split_llama3(tbc__split *s, uint32_t max_digits) {
+    uint32_t pos = s->ini;
+    s->prev_end = s->ini;
+    while (pos < s->end) {
+        uint32_t c = s->cp[pos];
+        uint8_t f = s->fl[pos];
+        uint32_t k = tbc__sp_contraction(s, pos, 1);
+        if (k) { pos += k; tbc__sp_word(s, pos); continue; }
+        if (!(c == '\r' || c == '\n' || TBC__FL_IS_NUMBER(f)) &&
+            (TBC__FL_IS_LETTER(f) || TBC__FL_IS_LETTER(tbc__sp_fl(s, pos + 1)))) {
+            pos++;
+            while (TBC__FL_IS_LETTER(tbc__sp_fl(s, pos))) pos++;
+            tbc__sp_word(s, pos);
+            continue;
+        }
+        if (TBC__FL_IS_NUMBER(f)) {
+            uint32_t start = pos;
+            while (TBC__FL_IS_NUMBER(tbc__sp_fl(s, pos))) {
+                pos++;
+                if (pos - start >= max_digits) { tbc__sp_word(s, pos); start = pos; }
+            }
+            tbc__sp_word(s, pos);
+            continue;
+        }
+        uint8_t f2 = c == ' ' ? tbc__sp_fl(s, pos + 1) : f;
+        if (!(TBC__FL_IS_SPACE(f2) || TBC__FL_IS_LETTER(f2) || TBC__FL_IS_NUMBER(f2))) {
+            pos += c == ' ';
+            for (;;) {
+                uint8_t g = tbc__sp_fl(s, pos);
+                if (TBC__FL_IS_SPACE(g) || TBC__FL_IS_LETTER(g) || TBC__FL_IS_NUMBER(g) || (g & TBC__FL_NONE)) break;
+                pos++;
+            }
+            for (uint32_t d = tbc__sp_cp(s, pos); d == '\r' || d == '\n'; d = tbc__sp_cp(s, ++pos)) {}
+            tbc__sp_word(s, pos);
+            continue;
+        }
+        uint32_t nws = 0, last_rn = 0;
+        while (TBC__FL_IS_SPACE(tbc__sp_fl(s, pos + nws))) {
+            uint32_t d = s->cp[pos + nws];
+            if (d == '\r' || d == '\n') last_rn = pos + nws + 1;
+            nws++;
+        }
+        if (last_rn > 0) { pos = last_rn; tbc__sp_word(s, pos); continue; }                      // \s*[\r\n]+
+        if (nws > 1 && pos + nws < s->end) { pos += nws - 1; tbc__sp_word(s, pos); continue; }  // \s+(?!\S)
+        if (nws > 0) { pos += nws; tbc__sp_word(s, pos); continue; }
+        tbc__sp_word(s, ++pos);
+    }
+}
+
+// Runs of code points in / not in a class (llama.cpp's std::regex "[class]+" splits: matches and the gaps between).
+static int tbc__in_punct_class(uint32_t cp, uint8_t f) {  // [\p{P}\$\+<=>\^~\|] as llama.cpp collapses it
+    if (cp < 128) return cp != '`' && ((f & 7) == TBC__UCAT_PUNCTUATION || cp == '$' || cp == '+' || cp == '<' ||
+                                       cp == '=' || cp == '>' || cp == '^' || cp == '~' || cp == '|');
+    return !(f & TBC__UCAT_WHITESPACE) && (f & 7) == TBC__UCAT_PUNCTUATION;
+}
+static int tbc__in_number_class(uint32_t cp, uint8_t f) {  // \p{N} as llama.cpp collapses it
+    if (cp < 128) return cp >= '0' && cp <= '9';
+    return !(f & TBC__UCAT_WHITESPACE) && (f & 7) == TBC__UCAT_NUMBER;
+}
+static int tbc__in_class(const tbc__split *s, uint32_t pos, int number) {
+    return number ? tbc__in_number_class(s->cp[pos], s->fl[pos]) : tbc__in_punct_class(s->cp[pos], s->fl[pos]);
+}
+static void tbc__split_runs(tbc__split *s, int number) {
+    uint32_t pos = s->ini;
+    s->prev_end = s->ini;
+    while (pos < s->end) {
+        int in = tbc__in_class(s, pos, number);
+        while (pos < s->end && tbc__in_class(s, pos, number) == in) pos++;
+        tbc__sp_word(s, pos);
+    }
+}
+// [0-9][0-9][0-9]: successive matches of three ASCII digits, gaps between them kept as words.
+static void tbc__split_digit3(tbc__split *s) {
+    uint32_t pos = s->ini;
+    s->prev_end = s->ini;
+    while (pos + 3 <= s->end) {
+        if (s->cp[pos] - '0' < 10 && s->cp[pos + 1] - '0' < 10 && s->cp[pos + 2] - '0' < 10) {
+            tbc__sp_word(s, pos);
+            pos += 3;
+            tbc__sp_word(s, pos);
+        } else {
+            pos++;
+        }
+    }
+    tbc__sp_word(s, s->end);
+}
+
+// Splits cp[0, n) into words by the vocabulary's pre-tokenizer; returns the word lengths in s->la (count *nw).
+static int tbc__pretokenize(const tbc__vocab *v, tbc__tok_scratch *sc, size_t n, size_t *nw) {
+    if (!tbc__grow((void **)&sc->la, &sc->la_cap, n + 1, sizeof(uint32_t)) ||
+        !tbc__grow((void **)&sc->lb, &sc->lb_cap, n + 1, sizeof(uint32_t)))
+        return 0;
+    tbc__split s;
+    s.cp = sc->cp; s.fl = sc->fl;
+    if (v->pre != TBC__PRE_DEFAULT) {
+        s.ini = 0; s.end = (uint32_t)n; s.out = sc->la; s.n_out = 0;
+        if (v->pre == TBC__PRE_GPT2) tbc__split_gpt2(&s);
+        else tbc__split_llama3(&s, v->pre == TBC__PRE_QWEN2 ? 1 : 3);
+        *nw = s.n_out;
+        return 1;
+    }
+    // llama.cpp's "default": four splitters, each applied to the words of the previous one.
+    size_t cnt = 1;
+    sc->la[0] = (uint32_t)n;
+    for (int stage = 0; stage < 4; stage++) {
+        uint32_t *in = (stage & 1) ? sc->lb : sc->la, *out = (stage & 1) ? sc->la : sc->lb;
+        uint32_t at = 0;
+        s.out = out; s.n_out = 0;
+        for (size_t w = 0; w < cnt; w++) {
+            s.ini = at; s.end = at + in[w];
+            if (stage == 0) tbc__split_runs(&s, 0);
+            else if (stage == 1) tbc__split_gpt2(&s);
+            else if (stage == 2) tbc__split_runs(&s, 1);
+            else tbc__split_digit3(&s);
+            at = s.end;
+        }
+        cnt = s.n_out;
+    }
+    *nw = cnt;  // after four stages the words are back in la
+    return 1;
+}
+
+// Byte-level BPE of one raw-text fragment.
+static int tbc__bpe_session(const tbc__vocab *v, tbc__tok_scratch *s, const char *text, size_t len, tbc__tok_out *o) {
+    if (len == 0) return 1;
+    size_t n = 0, nw = 0;
+    if (!tbc__grow((void **)&s->cp, &s->cp_cap, len, sizeof(uint32_t)) ||
+        !tbc__grow((void **)&s->fl, &s->fl_cap, len, 1))
+        return 0;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp = tbc__utf8_next((const uint8_t *)text, len, &i);
+        s->cp[n] = cp;
+        s->fl[n] = tbc__ucat(cp);
+        n++;
+    }
+    if (!tbc__pretokenize(v, s, n, &nw)) return 0;
+    uint32_t at = 0;
+    for (size_t w = 0; w < nw; w++) {
+        uint32_t wl = s->la[w];
+        // UTF-8 bytes of the word, each written as its GPT-2 character (1 or 2 bytes)
+        size_t need = (size_t)wl * 8;
+        if (!tbc__grow((void **)&s->buf, &s->buf_cap, need, 1) ||
+            !tbc__grow((void **)&s->sym, &s->sym_cap, (size_t)wl * 4, sizeof(tbc__sym)) ||
+            !tbc__grow((void **)&s->heap, &s->heap_cap, (size_t)wl * 12, sizeof(tbc__bigram)))
+            return 0;
+        size_t bn = 0, nsym = 0;
+        for (uint32_t k = at; k < at + wl; k++) {
+            char u[4];
+            int un = tbc__utf8_put(s->cp[k], u);
+            for (int j = 0; j < un; j++) {
+                uint8_t b = (uint8_t)u[j];
+                tbc__sym *y = &s->sym[nsym];
+                y->start = (int32_t)bn;
+                y->n = tbc__utf8_put(v->byte_cp[b], s->buf + bn);
+                y->id = v->byte_tok[b];
+                y->prev = (int32_t)nsym - 1;
+                y->next = (int32_t)nsym + 1;
+                bn += (size_t)y->n;
+                nsym++;
+            }
+        }
+        at += wl;
+        if (nsym == 0) continue;
+        s->sym[nsym - 1].next = -1;
+        if (v->ignore_merges) {
+            int32_t id = tbc__vocab_lookup(v, s->buf, (uint64_t)bn);
+            if (id >= 0) { tbc__emit(o, id); continue; }
+        }
+        s->spm = 0;
+        s->heap_n = 0;
+        for (size_t i = 1; i < nsym; i++) {
+            const tbc__merge *m = tbc__merge_find(v, s->sym[i - 1].id, s->sym[i].id);
+            if (!m) continue;
+            tbc__bigram e;
+            e.score = 0; e.rank = m->rank; e.left = (int32_t)i - 1; e.right = (int32_t)i;
+            e.a = s->sym[i - 1].id; e.b = s->sym[i].id;
+            tbc__heap_push(s, &e);
+        }
+        while (s->heap_n) {
+            tbc__bigram e = tbc__heap_pop(s);
+            tbc__sym *L = &s->sym[e.left], *R = &s->sym[e.right];
+            if (L->n == 0 || R->n == 0 || L->id != e.a || R->id != e.b) continue;  // stale
+            const tbc__merge *m = tbc__merge_find(v, e.a, e.b);
+            L->n += R->n;
+            R->n = 0;
+            L->id = m->result;
+            L->next = R->next;
+            if (R->next >= 0) s->sym[R->next].prev = e.left;
+            int32_t pair[2][2];
+            pair[0][0] = L->prev; pair[0][1] = e.left;
+            pair[1][0] = e.left; pair[1][1] = L->next;
+            for (int k = 0; k < 2; k++) {
+                int32_t l = pair[k][0], r = pair[k][1];
+                if (l < 0 || r < 0) continue;
+                const tbc__merge *mm = tbc__merge_find(v, s->sym[l].id, s->sym[r].id);
+                if (!mm) continue;
+                tbc__bigram x;
+                x.score = 0; x.rank = mm->rank; x.left = l; x.right = r; x.a = s->sym[l].id; x.b = s->sym[r].id;
+                tbc__heap_push(s, &x);
+            }
+        }
+        for (int32_t i = 0; i >= 0; i = s->sym[i].next) {
+            const tbc__sym *y = &s->sym[i];
+            if (y->id >= 0) { tbc__emit(o, y->id); continue; }
+            for (int32_t k = 0; k < y->n; k++) {  // llama.cpp: each byte of the text as a one-byte token, if any
+                int32_t id = tbc__vocab_lookup(v, s->buf + y->start + k, 1);
+                if (id >= 0) tbc__emit(o, id);
+            }
+        }
+    }
+    return 1;
+}
+
+static tbc_result tbc__tokenize(const tbc__vocab *v, const char *text, size_t len, int add_special, int parse_special,
+                                int32_t *out, int64_t cap, int64_t *n_out) {
+    if (!v || !v->n_tokens || (!text && len) || (!out && cap > 0) || cap < 0 || !n_out) return TBC_ERR_INVALID_ARGUMENT;
+    if (len > (size_t)INT32_MAX / 8) return TBC_ERR_INVALID_ARGUMENT;  // symbol indices are 32-bit
+    tbc__tok_scratch s;
+    tbc__tok_out o;
+    int ok = 1;
+    memset(&s, 0, sizeof(s));
+    o.out = out; o.cap = cap; o.n = 0;
+    if (!tbc__partition(v, text, len, parse_special, &s)) ok = 0;
+    if (ok && add_special && v->add_bos) tbc__emit(&o, v->bos);
+    int prev_special = 1;  // SPM: the first text gets the space prefix, as does text after a special token
+    for (int32_t f = s.frag_n ? 0 : -1; ok && f >= 0; f = s.frag[f].next) {
+        const tbc__frag *fr = &s.frag[f];
+        if (fr->tok >= 0) { tbc__emit(&o, fr->tok); prev_special = 1; continue; }
+        if (v->type == TBC__VOCAB_SPM) {
+            size_t bn = 0;
+            if (!tbc__grow((void **)&s.buf, &s.buf_cap, 3 * fr->len + 3, 1)) { ok = 0; break; }
+            if (v->add_space_prefix && prev_special) { memcpy(s.buf, "\xe2\x96\x81", 3); bn = 3; }
+            for (size_t i = 0; i < fr->len; i++) {
+                char c = text[fr->off + i];
+                if (c == ' ') { memcpy(s.buf + bn, "\xe2\x96\x81", 3); bn += 3; }
+                else s.buf[bn++] = c;
+            }
+            ok = tbc__spm_session(v, &s, bn, &o);
+            prev_special = 0;
+        } else {
+            ok = tbc__bpe_session(v, &s, text + fr->off, fr->len, &o);
+        }
+    }
+    if (ok && add_special && v->add_eos) tbc__emit(&o, v->eos);
+    tbc__scratch_free(&s);
+    if (!ok) return TBC_ERR_OUT_OF_MEMORY;
+    *n_out = o.n;
+    return o.n > cap ? TBC_ERR_BUFFER_TOO_SMALL : TBC_OK;
+}
 
 // >>chat templates
-#if __has_include("parts/chat.h")
-#include "parts/chat.h"
+// We do not run Jinja. Like llama.cpp's llm_chat_detect_template, a template is recognised by the marker strings it
+// contains, and rendered by fixed code that produces the same bytes llama.cpp's llm_chat_apply_template produces.
+//
+// Template names (tbc__chat_detect's answers, tbc__chat_render's input) are llama.cpp's built-in names, plus
+// "mistral" for the plain [INST] form without <<SYS>> (Mistral 7B v0.1/v0.2), which llama.cpp renders as "llama2":
+//   chatml                                         <|im_start|>role\n...<|im_end|>\n          (Qwen, SmolLM, Hermes)
+//   llama2, mistral                                [INST] ... [/INST]...</s>, system as a plain first line
+//   llama2-sys, llama2-sys-bos, llama2-sys-strip   [INST] <<SYS>>\n...\n<</SYS>>\n\n ...          (Llama 2 chat)
+//   mistral-v1, mistral-v3, mistral-v3-tekken      the official Mistral cookbook templates
+//   mistral-v7, mistral-v7-tekken                  [SYSTEM_PROMPT]...[/SYSTEM_PROMPT][INST]...
+//   llama3                                         <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>
+//   phi3                                           <|role|>\n...<|end|>\n
+//   gemma                                          <start_of_turn>user\n...<end_of_turn>\n, system folded into user
+// The family of a name is the part before its first '-' (tbc__chat_family).
+
+// tbc_chat_apply uses these only when the tokenizer part is present, and tbc__chat_family is for callers that want
+// the bare family: none of them may trip -Wunused-function in a build that leaves them unused.
+#if defined(__GNUC__) || defined(__clang__)
+#define TBC__CHAT_UNUSED __attribute__((unused))
+#else
+#define TBC__CHAT_UNUSED
 #endif
+
+typedef enum tbc__chat_kind {
+    TBC__CHAT_CHATML = 0,
+    TBC__CHAT_LLAMA2,           // no system support: system content becomes a plain first line
+    TBC__CHAT_LLAMA2_SYS,       // <<SYS>> block
+    TBC__CHAT_LLAMA2_SYS_BOS,   // ... and BOS before every later [INST]
+    TBC__CHAT_LLAMA2_SYS_STRIP, // ... and every content trimmed
+    TBC__CHAT_MISTRAL_V1,
+    TBC__CHAT_MISTRAL_V3,
+    TBC__CHAT_MISTRAL_V3_TEKKEN,
+    TBC__CHAT_MISTRAL_V7,
+    TBC__CHAT_MISTRAL_V7_TEKKEN,
+    TBC__CHAT_LLAMA3,
+    TBC__CHAT_PHI3,
+    TBC__CHAT_GEMMA
+} tbc__chat_kind;
+
+typedef struct tbc__chat_name {
+    const char *name;
+    tbc__chat_kind kind;
+} tbc__chat_name;
+
+static const tbc__chat_name tbc__chat_names[] = {
+    {"chatml", TBC__CHAT_CHATML},
+    {"llama2", TBC__CHAT_LLAMA2},
+    {"mistral", TBC__CHAT_LLAMA2},
+    {"llama2-sys", TBC__CHAT_LLAMA2_SYS},
+    {"llama2-sys-bos", TBC__CHAT_LLAMA2_SYS_BOS},
+    {"llama2-sys-strip", TBC__CHAT_LLAMA2_SYS_STRIP},
+    {"mistral-v1", TBC__CHAT_MISTRAL_V1},
+    {"mistral-v3", TBC__CHAT_MISTRAL_V3},
+    {"mistral-v3-tekken", TBC__CHAT_MISTRAL_V3_TEKKEN},
+    {"mistral-v7", TBC__CHAT_MISTRAL_V7},
+    {"mistral-v7-tekken", TBC__CHAT_MISTRAL_V7_TEKKEN},
+    {"llama3", TBC__CHAT_LLAMA3},
+    {"phi3", TBC__CHAT_PHI3},
+    {"gemma", TBC__CHAT_GEMMA},
+};
+#define TBC__CHAT_N_NAMES (sizeof(tbc__chat_names) / sizeof(tbc__chat_names[0]))
+
+// Index into tbc__chat_names of an exact name, or -1.
+static int tbc__chat_lookup(const char *s, size_t len) {
+    for (size_t i = 0; i < TBC__CHAT_N_NAMES; i++) {
+        const char *nm = tbc__chat_names[i].name;
+        if (strlen(nm) == len && memcmp(nm, s, len) == 0) return (int)i;
+    }
+    return -1;
+}
+
+// The family of a template name ("llama2-sys-bos" -> "llama2"), as a static string; NULL for an unknown name.
+TBC__CHAT_UNUSED static const char *tbc__chat_family(const char *name) {
+    static const char *const families[] = {"chatml", "llama2", "mistral", "llama3", "phi3", "gemma"};
+    if (!name) return NULL;
+    size_t n = strcspn(name, "-");
+    for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++)
+        if (strlen(families[i]) == n && memcmp(families[i], name, n) == 0 && tbc__chat_lookup(name, strlen(name)) >= 0)
+            return families[i];
+    return NULL;
+}
+
+// Byte-wise substring search over a length-delimited template (it may hold NULs; memmem is not portable).
+static int tbc__chat_has(const char *s, size_t len, const char *needle) {
+    size_t n = strlen(needle);
+    if (n == 0) return 1;
+    if (n > len) return 0;
+    const char *end = s + (len - n) + 1;
+    for (const char *p = s; p < end; p++) {
+        p = (const char *)memchr(p, (unsigned char)needle[0], (size_t)(end - p));
+        if (!p) return 0;
+        if (memcmp(p, needle, n) == 0) return 1;
+    }
+    return 0;
+}
+
+// Recognises a chat template (the text of tokenizer.chat_template, or a template name). Returns a name from
+// tbc__chat_names (static storage) or NULL when absent or unknown. The marker tests follow llama.cpp's order, so
+// a template that llama.cpp would assign to a family we do not render (Phi-4, Zephyr, ...) gives NULL rather than
+// a wrong family.
+TBC__CHAT_UNUSED static const char *tbc__chat_detect(const char *tmpl, size_t len) {
+    if (!tmpl || len == 0) return NULL;
+    int named = tbc__chat_lookup(tmpl, len);
+    if (named >= 0) return tbc__chat_names[named].name;
+#define TBC__HAS(s) tbc__chat_has(tmpl, len, s)
+    if (TBC__HAS("<|im_start|>")) {
+        if (TBC__HAS("<|im_sep|>")) return NULL;           // Phi-4
+        if (TBC__HAS("<end_of_utterance>")) return NULL;   // SmolVLM: <|im_start|> is its BOS, not ChatML
+        return "chatml";
+    }
+    if ((len >= 7 && memcmp(tmpl, "mistral", 7) == 0) || TBC__HAS("[INST]")) {
+        if (TBC__HAS("[SYSTEM_PROMPT]")) return "mistral-v7";
+        if (TBC__HAS("' [INST] ' + system_message") || TBC__HAS("[AVAILABLE_TOOLS]")) {
+            if (TBC__HAS(" [INST]")) return "mistral-v1";
+            if (TBC__HAS("\"[INST]\"")) return "mistral-v3-tekken";
+            return "mistral-v3";
+        }
+        if (TBC__HAS("content.strip()")) return "llama2-sys-strip";
+        if (TBC__HAS("bos_token + '[INST]")) return "llama2-sys-bos";
+        if (TBC__HAS("<<SYS>>")) return "llama2-sys";
+        return "mistral";   // llama.cpp's plain "llama2": [INST] without a system block (Mistral 7B v0.1/v0.2)
+    }
+    if (TBC__HAS("<|assistant|>") && TBC__HAS("<|end|>")) return "phi3";
+    // Families llama.cpp tests before Gemma and Llama 3 that we do not render: stop here so that their markers
+    // don't fall through to a later family.
+    if (TBC__HAS("[gMASK]<sop>")) return NULL;                                         // ChatGLM 4
+    if (TBC__HAS("<|assistant|>") && TBC__HAS("<|user|>")) return NULL;                // Falcon 3, GLM-Edge, EXAONE
+    if (TBC__HAS("<|{{ item['role'] }}|>") && TBC__HAS("<|begin_of_image|>")) return NULL;
+    if (TBC__HAS("<|user|>") && TBC__HAS("<|endoftext|>")) return NULL;                // Zephyr
+    if (TBC__HAS("bos_token + message['role']")) return NULL;                          // Monarch
+    if (TBC__HAS("<start_of_turn>")) return "gemma";
+    if (TBC__HAS("'\\n\\nAssistant: ' + eos_token")) return NULL;                      // Orion
+    if (TBC__HAS("GPT4 Correct ")) return NULL;                                        // OpenChat
+    if (TBC__HAS("USER: ") && TBC__HAS("ASSISTANT: ")) return NULL;                    // Vicuna
+    if (TBC__HAS("### Instruction:") && TBC__HAS("<|EOT|>")) return NULL;              // DeepSeek coder
+    if (TBC__HAS("<|START_OF_TURN_TOKEN|>") && TBC__HAS("<|USER_TOKEN|>")) return NULL; // Command-R
+    if (TBC__HAS("<|start_header_id|>") && TBC__HAS("<|end_header_id|>")) return "llama3";
+#undef TBC__HAS
+    return NULL;
+}
+
+// Output that keeps counting past the end of the buffer, so the caller learns the full length.
+typedef struct tbc__chat_out {
+    char *buf;
+    size_t cap, len;
+    int overflow;   // the length no longer fits a size_t
+} tbc__chat_out;
+
+static void tbc__chat_put(tbc__chat_out *o, const char *s, size_t n) {
+    if (o->overflow) return;
+    if (n > SIZE_MAX - o->len) { o->overflow = 1; return; }
+    if (o->len < o->cap) {
+        size_t room = o->cap - o->len;
+        memcpy(o->buf + o->len, s, n < room ? n : room);
+    }
+    o->len += n;
+}
+
+static void tbc__chat_puts(tbc__chat_out *o, const char *s) { tbc__chat_put(o, s, strlen(s)); }
+
+// llama.cpp trims with isspace() in the C locale.
+static int tbc__chat_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; }
+
+static void tbc__chat_put_trimmed(tbc__chat_out *o, const char *s) {
+    size_t a = 0, b = strlen(s);
+    while (a < b && tbc__chat_space(s[a])) a++;
+    while (b > a && tbc__chat_space(s[b - 1])) b--;
+    tbc__chat_put(o, s + a, b - a);
+}
+
+static size_t tbc__chat_trimmed_len(const char *s) {
+    size_t a = 0, b = strlen(s);
+    while (a < b && tbc__chat_space(s[a])) a++;
+    while (b > a && tbc__chat_space(s[b - 1])) b--;
+    return b - a;
+}
+
+enum { TBC__ROLE_SYSTEM = 0, TBC__ROLE_USER = 1, TBC__ROLE_ASSISTANT = 2 };
+
+// Renders messages with template `name` (NULL means "chatml", as in llama.cpp). bos_text/eos_text are the
+// vocabulary's BOS/EOS texts, written where the template writes them ("</s>" after an assistant turn in the
+// Llama 2 / Mistral forms, "<s>" in llama2-sys-bos); NULL or "" means "<s>" / "</s>", llama.cpp's fixed strings.
+// Writes at most cap bytes; the full length goes to *len (also when the buffer is too small). NUL-terminated when
+// cap > length; otherwise TBC_ERR_BUFFER_TOO_SMALL and, if cap > 0, the first cap-1 bytes and a NUL.
+// Roles other than system/user/assistant and NULL roles/contents are TBC_ERR_TEMPLATE.
+TBC__CHAT_UNUSED static tbc_result tbc__chat_render(const char *name, const char *bos_text, const char *eos_text,
+                                                    const tbc_chat_message *msgs, size_t n, int add_assistant,
+                                                    char *buf, size_t cap, size_t *len, tbc_error *err) {
+    if (!len || (n > 0 && !msgs) || (cap > 0 && !buf)) {
+        tbc__error_set(err, TBC_ERR_INVALID_ARGUMENT, "chat: %s is NULL",
+                       !len ? "len" : (n > 0 && !msgs) ? "messages" : "buf");
+        return TBC_ERR_INVALID_ARGUMENT;
+    }
+    if (!name) name = "chatml";
+    int idx = tbc__chat_lookup(name, strlen(name));
+    if (idx < 0) {
+        tbc__error_set(err, TBC_ERR_TEMPLATE, "chat template '%.64s' is not one this library can render", name);
+        return TBC_ERR_TEMPLATE;
+    }
+    tbc__chat_kind kind = tbc__chat_names[idx].kind;
+    const char *bos = (bos_text && bos_text[0]) ? bos_text : "<s>";
+    const char *eos = (eos_text && eos_text[0]) ? eos_text : "</s>";
+
+    // Validate every message first, so no template sees a NULL or a role it cannot express.
+    for (size_t i = 0; i < n; i++) {
+        const char *r = msgs[i].role;
+        if (!r) {
+            tbc__error_set(err, TBC_ERR_TEMPLATE, "chat message %zu has no role", i);
+            return TBC_ERR_TEMPLATE;
+        }
+        if (strcmp(r, "system") != 0 && strcmp(r, "user") != 0 && strcmp(r, "assistant") != 0) {
+            tbc__error_set(err, TBC_ERR_TEMPLATE,
+                           "chat message %zu has role '%.64s'; template '%s' accepts only system, user and assistant",
+                           i, r, name);
+            return TBC_ERR_TEMPLATE;
+        }
+        if (!msgs[i].content) {
+            tbc__error_set(err, TBC_ERR_TEMPLATE, "chat message %zu (%s) has no content", i, r);
+            return TBC_ERR_TEMPLATE;
+        }
+    }
+
+    tbc__chat_out o;
+    o.buf = buf; o.cap = cap; o.len = 0; o.overflow = 0;
+
+    switch (kind) {
+    case TBC__CHAT_CHATML:
+        for (size_t i = 0; i < n; i++) {
+            tbc__chat_puts(&o, "<|im_start|>"); tbc__chat_puts(&o, msgs[i].role); tbc__chat_puts(&o, "\n");
+            tbc__chat_puts(&o, msgs[i].content); tbc__chat_puts(&o, "<|im_end|>\n");
+        }
+        if (add_assistant) tbc__chat_puts(&o, "<|im_start|>assistant\n");
+        break;
+
+    case TBC__CHAT_MISTRAL_V7:
+    case TBC__CHAT_MISTRAL_V7_TEKKEN: {
+        const char *sp = kind == TBC__CHAT_MISTRAL_V7 ? " " : "";
+        for (size_t i = 0; i < n; i++) {
+            const char *r = msgs[i].role;
+            if (strcmp(r, "system") == 0) {
+                tbc__chat_puts(&o, "[SYSTEM_PROMPT]"); tbc__chat_puts(&o, sp);
+                tbc__chat_puts(&o, msgs[i].content); tbc__chat_puts(&o, "[/SYSTEM_PROMPT]");
+            } else if (strcmp(r, "user") == 0) {
+                tbc__chat_puts(&o, "[INST]"); tbc__chat_puts(&o, sp);
+                tbc__chat_puts(&o, msgs[i].content); tbc__chat_puts(&o, "[/INST]");
+            } else {
+                tbc__chat_puts(&o, sp); tbc__chat_puts(&o, msgs[i].content); tbc__chat_puts(&o, eos);
+            }
+        }
+        break;   // the model answers straight after [/INST]: add_assistant adds nothing
+    }
+
+    case TBC__CHAT_MISTRAL_V1:
+    case TBC__CHAT_MISTRAL_V3:
+    case TBC__CHAT_MISTRAL_V3_TEKKEN: {
+        const char *lead = kind == TBC__CHAT_MISTRAL_V1 ? " " : "";
+        const char *trail = kind == TBC__CHAT_MISTRAL_V3_TEKKEN ? "" : " ";
+        int in_turn = 0;
+        for (size_t i = 0; i < n; i++) {
+            const char *r = msgs[i].role;
+            if (!in_turn) {
+                tbc__chat_puts(&o, lead); tbc__chat_puts(&o, "[INST]"); tbc__chat_puts(&o, trail);
+                in_turn = 1;
+            }
+            if (strcmp(r, "system") == 0) {
+                tbc__chat_puts(&o, msgs[i].content); tbc__chat_puts(&o, "\n\n");
+            } else if (strcmp(r, "user") == 0) {
+                tbc__chat_puts(&o, msgs[i].content); tbc__chat_puts(&o, lead); tbc__chat_puts(&o, "[/INST]");
+            } else {
+                tbc__chat_puts(&o, trail);
+                if (kind == TBC__CHAT_MISTRAL_V3) tbc__chat_put_trimmed(&o, msgs[i].content);
+                else tbc__chat_puts(&o, msgs[i].content);
+                tbc__chat_puts(&o, eos);
+                in_turn = 0;
+            }
+        }
+        break;
+    }
+
+    case TBC__CHAT_LLAMA2:
+    case TBC__CHAT_LLAMA2_SYS:
+    case TBC__CHAT_LLAMA2_SYS_BOS:
+    case TBC__CHAT_LLAMA2_SYS_STRIP: {
+        int sys_block = kind != TBC__CHAT_LLAMA2;
+        int strip = kind == TBC__CHAT_LLAMA2_SYS_STRIP;
+        int in_turn = 1;   // the first [INST] is written without BOS: the tokenizer adds that one
+        tbc__chat_puts(&o, "[INST] ");
+        for (size_t i = 0; i < n; i++) {
+            const char *r = msgs[i].role, *c = msgs[i].content;
+            if (!in_turn) {
+                in_turn = 1;
+                if (kind == TBC__CHAT_LLAMA2_SYS_BOS) tbc__chat_puts(&o, bos);
+                tbc__chat_puts(&o, "[INST] ");
+            }
+            if (strcmp(r, "system") == 0) {
+                if (sys_block) tbc__chat_puts(&o, "<<SYS>>\n");
+                if (strip) tbc__chat_put_trimmed(&o, c); else tbc__chat_puts(&o, c);
+                tbc__chat_puts(&o, sys_block ? "\n<</SYS>>\n\n" : "\n");
+            } else if (strcmp(r, "user") == 0) {
+                if (strip) tbc__chat_put_trimmed(&o, c); else tbc__chat_puts(&o, c);
+                tbc__chat_puts(&o, " [/INST]");
+            } else {
+                if (strip) tbc__chat_put_trimmed(&o, c); else tbc__chat_puts(&o, c);
+                tbc__chat_puts(&o, eos);
+                in_turn = 0;
+            }
+        }
+        break;
+    }
+
+    case TBC__CHAT_LLAMA3:
+        for (size_t i = 0; i < n; i++) {
+            tbc__chat_puts(&o, "<|start_header_id|>"); tbc__chat_puts(&o, msgs[i].role);
+            tbc__chat_puts(&o, "<|end_header_id|>\n\n"); tbc__chat_put_trimmed(&o, msgs[i].content);
+            tbc__chat_puts(&o, "<|eot_id|>");
+        }
+        if (add_assistant) tbc__chat_puts(&o, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+        break;
+
+    case TBC__CHAT_PHI3:
+        for (size_t i = 0; i < n; i++) {
+            tbc__chat_puts(&o, "<|"); tbc__chat_puts(&o, msgs[i].role); tbc__chat_puts(&o, "|>\n");
+            tbc__chat_puts(&o, msgs[i].content); tbc__chat_puts(&o, "<|end|>\n");
+        }
+        if (add_assistant) tbc__chat_puts(&o, "<|assistant|>\n");
+        break;
+
+    case TBC__CHAT_GEMMA: {
+        // Gemma has no system role: system texts (trimmed, concatenated) open the next user turn. They wait from
+        // message `pending` on; `pending_len` is their total trimmed length (empty texts add nothing).
+        size_t pending = 0, pending_len = 0;
+        for (size_t i = 0; i < n; i++) {
+            const char *r = msgs[i].role;
+            if (strcmp(r, "system") == 0) { pending_len += tbc__chat_trimmed_len(msgs[i].content); continue; }
+            int model = strcmp(r, "assistant") == 0;
+            tbc__chat_puts(&o, "<start_of_turn>"); tbc__chat_puts(&o, model ? "model" : r); tbc__chat_puts(&o, "\n");
+            if (pending_len > 0 && !model) {
+                for (size_t j = pending; j < i; j++)
+                    if (strcmp(msgs[j].role, "system") == 0) tbc__chat_put_trimmed(&o, msgs[j].content);
+                tbc__chat_puts(&o, "\n\n");
+                pending_len = 0;
+                pending = i + 1;
+            } else if (pending_len == 0) {
+                pending = i + 1;
+            }
+            tbc__chat_put_trimmed(&o, msgs[i].content); tbc__chat_puts(&o, "<end_of_turn>\n");
+        }
+        if (add_assistant) tbc__chat_puts(&o, "<start_of_turn>model\n");
+        break;
+    }
+    }
+
+    if (o.overflow) {
+        tbc__error_set(err, TBC_ERR_INVALID_ARGUMENT, "chat: the rendered conversation is too long");
+        return TBC_ERR_INVALID_ARGUMENT;
+    }
+    *len = o.len;
+    if (o.len >= cap) {
+        if (cap > 0) buf[cap - 1] = '\0';
+        tbc__error_set(err, TBC_ERR_BUFFER_TOO_SMALL, "chat: %zu bytes needed (plus NUL), buffer holds %zu",
+                       o.len, cap);
+        return TBC_ERR_BUFFER_TOO_SMALL;
+    }
+    buf[o.len] = '\0';
+    return TBC_OK;
+}
 
 // >>crypto
 #if __has_include("parts/crypto.h")
@@ -1024,9 +5368,7 @@ struct tbc_model {
     tbc_logger log;
     tbc_error last;
     int vocab_only, has_vocab;
-#if __has_include("parts/tokenizer.h")
     tbc__vocab vocab;
-#endif
     tbc__arch arch;
     char arch_name[32], name[128];
     tbc_model_info info;
@@ -1277,9 +5619,7 @@ static tbc_result tbc__model_bind(tbc_model *m, tbc_error *err) {
 
 TBC__DEF void tbc_model_destroy(tbc_model *m) {
     if (!m) return;
-#if __has_include("parts/tokenizer.h")
     if (m->has_vocab) tbc__vocab_free(&m->vocab);
-#endif
     TBC_FREE(m->layers);
     TBC_FREE(m->chat_template);
     tbc__gguf_free(&m->g);
@@ -1308,7 +5648,6 @@ TBC__DEF tbc_result tbc_model_open(const tbc_model_desc *d, tbc_model **out) {
     if (rc == TBC_OK) rc = tbc__gguf_parse(&m->g, m->map.base, m->map.size, err);
     if (rc == TBC_OK && !d->vocab_only) rc = tbc__model_config(m, err);
     if (rc == TBC_OK && !d->vocab_only) rc = tbc__model_bind(m, err);
-#if __has_include("parts/tokenizer.h")
     if (rc == TBC_OK) {
         rc = tbc__vocab_load(&m->vocab, &m->g, err);
         if (rc == TBC_OK) m->has_vocab = 1;
@@ -1323,7 +5662,6 @@ TBC__DEF tbc_result tbc_model_open(const tbc_model_desc *d, tbc_model **out) {
         m->info.eos = m->vocab.eos;
         m->info.eot = m->vocab.eot;
     }
-#endif
     if (rc == TBC_OK) {
         tbc__str ct;
         int r = tbc__gguf_get_str(&m->g, "tokenizer.chat_template", &ct, NULL);
@@ -1334,9 +5672,7 @@ TBC__DEF tbc_result tbc_model_open(const tbc_model_desc *d, tbc_model **out) {
                 tbc__error_set(err, rc, "no memory for the chat template");
             }
         }
-#if __has_include("parts/chat.h")
         if (m->chat_template) m->chat_family = tbc__chat_detect(m->chat_template, strlen(m->chat_template));
-#endif
     }
     if (rc != TBC_OK) {
         tbc__log(&d->logger, TBC_LOG_ERROR, "%s: %s", d->path, err->message);
@@ -2359,7 +6695,6 @@ TBC__DEF int32_t tbc_sampler_sample(tbc_sampler *s, const float *logits) {
 }
 
 // >>generation
-#if __has_include("parts/tokenizer.h")
 TBC__DEF tbc_result tbc_tokenize(const tbc_model *m, const char *text, size_t len, int flags, int32_t *out,
                                  int64_t cap, int64_t *n_out) {
     if (!m || (!text && len) || !n_out || (cap > 0 && !out)) return TBC_ERR_INVALID_ARGUMENT;
@@ -2374,9 +6709,7 @@ TBC__DEF int32_t tbc_token_find(const tbc_model *m, const char *text) {
     return tbc__vocab_find(&m->vocab, text, strlen(text));
 }
 TBC__DEF int32_t tbc_n_vocab(const tbc_model *m) { return m->vocab.n_tokens; }
-#endif
 
-#if __has_include("parts/chat.h") && __has_include("parts/tokenizer.h")
 TBC__DEF const char *tbc_chat_template_name(const tbc_model *m) {
     return m->chat_family ? tbc__chat_family(m->chat_family) : "chatml (fallback)";
 }
@@ -2399,7 +6732,6 @@ TBC__DEF tbc_result tbc_chat_apply(const tbc_model *m, const tbc_chat_message *m
     tbc_error *err = (tbc_error *)&m->last;  // detail only; the model is otherwise immutable
     return tbc__chat_render(family, bos, eos, messages, n, add_assistant, buf, cap, len, err);
 }
-#endif
 
 // Length of the longest suffix of text[0..n) that is a proper prefix of some stop string: that much is held back.
 static size_t tbc__stop_holdback(const char *text, size_t n, const char *const *stop, size_t n_stop) {
@@ -2450,7 +6782,6 @@ TBC__DEF tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc
         if (!prompt) { rc = TBC_ERR_OUT_OF_MEMORY; goto done; }
         if (n_prompt > 0) memcpy(prompt, d->prompt_tokens, sizeof(int32_t) * (size_t)n_prompt);
     } else {
-#if __has_include("parts/tokenizer.h") && __has_include("parts/chat.h")
         char *text = NULL;
         size_t tlen = 0;
         int flags = TBC_TOKENIZE_ADD_SPECIAL;
@@ -2481,10 +6812,6 @@ TBC__DEF tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc
         }
         TBC_FREE(text);
         if (rc != TBC_OK) goto done;
-#else
-        rc = TBC_ERR_INVALID_ARGUMENT;
-        goto done;
-#endif
     }
     if (n_prompt <= 0) {
         rc = TBC_ERR_INVALID_ARGUMENT;
@@ -2513,7 +6840,6 @@ TBC__DEF tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc
         int32_t tok = tbc_sampler_sample(smp, s->logits);
         res.n_generated++;
         if (d->on_token) d->on_token(d->user, tok);
-#if __has_include("parts/tokenizer.h")
         if (tbc_token_is_eog(m, tok)) { res.stop_reason = TBC_STOP_EOG; break; }
         char piece[256];
         int64_t pl = tbc_token_to_piece(m, tok, 0, piece, sizeof piece);
@@ -2543,7 +6869,6 @@ TBC__DEF tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc
         pend_n -= emit;
         if (found) { res.stop_reason = TBC_STOP_STRING; break; }
         if (stop_cb) { res.stop_reason = TBC_STOP_CALLBACK; break; }
-#endif
         if (s->pos >= s->n_ctx) { res.stop_reason = TBC_STOP_CONTEXT; break; }
         if ((rc = tbc_session_eval(s, &tok, 1)) != TBC_OK) goto done;
     }
