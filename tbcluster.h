@@ -230,6 +230,7 @@ TBC_API const char *tbc_chat_template_name(const tbc_model *m);
 typedef struct tbc_shard_desc {
     int layer_begin, layer_end;   // [begin, end); 0,0 = all layers
     int tp_rank, tp_size;         // 0,0 = no tensor split
+    int output;                   // 0: the node with the last layer holds the output; 1: this node; -1: not this node
 } tbc_shard_desc;
 
 typedef struct tbc_shard_info {
@@ -245,6 +246,38 @@ typedef struct tbc_shard_info {
 
 typedef enum tbc_kv_type { TBC_KV_F32 = 0, TBC_KV_F16 = 1 } tbc_kv_type;
 
+// >>cluster
+typedef enum tbc_split { TBC_SPLIT_AUTO = 0, TBC_SPLIT_TENSOR = 1, TBC_SPLIT_PIPELINE = 2 } tbc_split;
+typedef enum tbc_sync { TBC_SYNC_F32 = 0, TBC_SYNC_Q8_0 = 1 } tbc_sync;
+
+// The other nodes a session runs with (the session's node is rank 0, the coordinator). Zeroed fields: defaults.
+typedef struct tbc_cluster_desc {
+    const char *peers;            // "host:port,host:port,..." of nodes running tbc_node_serve; required
+    const void *key;              // the cluster key (any bytes); NULL/0: none (then the nodes must not have one)
+    size_t key_len;
+    tbc_split split;              // AUTO: tensor parallel when the KV heads divide among the nodes, else pipeline
+    tbc_sync sync;                // activation sums on the wire: F32 (exact) or Q8_0 (a quarter of the bytes)
+    double timeout;               // seconds before a silent peer is an error; 0 = 2
+    const char *name;             // this node's name in the others' logs; NULL = host name
+} tbc_cluster_desc;
+
+// A worker: serves coordinators one after another until *stop becomes nonzero. Blocks.
+typedef struct tbc_node_desc {
+    const char *listen;           // "HOST:PORT"; without a key only a loopback address unless insecure
+    const char *model_path;       // the GGUF file, if this node has it; else shards arrive from the coordinator
+    const void *key;
+    size_t key_len;
+    int insecure;                 // allow listening on a network address without a key
+    int n_threads;                // 0 = all CPUs
+    const char *cache_dir;        // where received shards are kept; NULL = "tbc-cache"
+    const char *name;
+    double timeout;               // 0 = 2 s
+    volatile int *stop;
+    tbc_logger logger;
+    tbc_error *error;
+} tbc_node_desc;
+TBC_API tbc_result tbc_node_serve(const tbc_node_desc *d);
+
 typedef struct tbc_session tbc_session;
 
 typedef struct tbc_session_desc {
@@ -255,6 +288,7 @@ typedef struct tbc_session_desc {
     int n_threads;                // 0 = number of online CPUs
     tbc_kv_type kv_type;          // KV cache element type; zeroed = F32
     int prefault;                 // 1: read the shard's pages at creation (load time instead of first token)
+    const tbc_cluster_desc *cluster;  // NULL: this node alone; else the other nodes, which get their shares
     tbc_logger logger;
     tbc_error *error;             // optional: why creation failed
 } tbc_session_desc;
@@ -5881,6 +5915,14 @@ static void tbc__pool_for(tbc__pool *p, int64_t n_items, int64_t chunk, tbc__tas
 }
 
 // >>forward pass
+// The coordinator's view of the other nodes (>>cluster); a single node has none.
+typedef struct tbc__cluster tbc__cluster;
+
+// File bytes a shard reads: count runs of len bytes, stride apart, from off.
+typedef struct tbc__range {
+    uint64_t off, len, stride, count;
+} tbc__range;
+
 // A weight matrix as this node holds it: rows of `cols` values, `ldw` bytes apart.
 typedef struct tbc__mat {
     tbc_type type;
@@ -5919,7 +5961,24 @@ struct tbc_session {
     // partial sums from the other nodes: identity on one node
     void (*allreduce)(void *comm, float *x, int64_t n);
     void *comm;
+    int no_logits;                  // a tensor-parallel worker: rank 0 computes the logits
+    tbc__range *ranges;             // the file bytes this shard reads
+    int n_ranges, cap_ranges;
+    tbc__cluster *cluster;          // the other nodes, on the coordinator
 };
+
+static tbc_result tbc__cluster_new(const tbc_cluster_desc *cd, tbc__cluster **out, tbc_error *err);
+static tbc_result tbc__cluster_hello(tbc__cluster *c, const tbc_model *m, const tbc_logger *log, int threads,
+                                     tbc_error *err);
+static tbc_result tbc__cluster_plan(tbc__cluster *c, const tbc_model *m, const tbc_session_desc *d, int n_ctx,
+                                    int n_batch, tbc_shard_desc *own, tbc_error *err);
+static tbc_result tbc__cluster_ready(tbc_session *s, tbc_error *err);
+static tbc_result tbc__cluster_attach(tbc_session *s, tbc_error *err);
+static tbc_result tbc__cluster_eval_begin(tbc_session *s, const int32_t *tokens, int64_t pos, int64_t n);
+static tbc_result tbc__cluster_pipeline(tbc_session *s, int64_t pos, int64_t n);
+static tbc_result tbc__cluster_check(tbc_session *s);
+static tbc_result tbc__cluster_failed(tbc_session *s);
+static void tbc__cluster_free(tbc__cluster *c);
 
 static const float *tbc__vec(const tbc__tensor *t, int64_t offset) {
     return t ? (const float *)(const void *)t->data + offset : NULL;
@@ -5935,6 +5994,8 @@ static tbc__mat tbc__mat_rows(const tbc__tensor *t, int64_t r0, int64_t r1) {
     m.data = t->data + (size_t)r0 * m.ldw;
     return m;
 }
+
+static int tbc__note_range(tbc_session *s, uint64_t off, uint64_t len, uint64_t stride, uint64_t count);
 
 // A column range: each row's share is copied with pread, so the pages of the other columns are never mapped in.
 static tbc_result tbc__mat_cols(tbc_session *s, const tbc__tensor *t, int64_t c0, int64_t c1, tbc__mat *out,
@@ -5962,6 +6023,10 @@ static tbc_result tbc__mat_cols(tbc_session *s, const tbc__tensor *t, int64_t c0
     }
     s->owned[s->n_owned++] = buf;
     const tbc__mapping *mp = &s->model->map;
+    if (!tbc__note_range(s, t->offset + skip, part, full, (uint64_t)rows)) {
+        tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "no memory");
+        return TBC_ERR_OUT_OF_MEMORY;
+    }
     for (int64_t r = 0; r < rows; r++) {
         uint64_t at = t->offset + (uint64_t)r * full + skip;
         size_t done = 0;
@@ -5986,6 +6051,31 @@ static tbc_result tbc__mat_cols(tbc_session *s, const tbc__tensor *t, int64_t c0
 }
 
 static uint64_t tbc__mat_bytes(const tbc__mat *m) { return m->data ? (uint64_t)m->ldw * (uint64_t)m->rows : 0; }
+
+static int tbc__note_range(tbc_session *s, uint64_t off, uint64_t len, uint64_t stride, uint64_t count) {
+    if (!len || !count) return 1;
+    if (s->n_ranges == s->cap_ranges) {
+        int nc = s->cap_ranges ? s->cap_ranges * 2 : 64;
+        tbc__range *nr = (tbc__range *)TBC_REALLOC(s->ranges, sizeof(tbc__range) * (size_t)nc);
+        if (!nr) return 0;
+        s->ranges = nr;
+        s->cap_ranges = nc;
+    }
+    tbc__range *r = &s->ranges[s->n_ranges++];
+    r->off = off; r->len = len; r->stride = stride; r->count = count;
+    return 1;
+}
+
+// Records a view into the mapping (copied slices record themselves when they are read).
+static int tbc__note_mat(tbc_session *s, const tbc__mat *m) {
+    const tbc__mapping *mp = &s->model->map;
+    if (!m->data || m->data < mp->base || m->data >= mp->base + mp->size) return 1;
+    return tbc__note_range(s, (uint64_t)(m->data - mp->base), tbc__mat_bytes(m), 0, 1);
+}
+
+static int tbc__note_tensor(tbc_session *s, const tbc__tensor *t) {
+    return t ? tbc__note_range(s, t->offset, t->bytes, 0, 1) : 1;
+}
 
 // Splits [0, n) into `parts` contiguous shares on multiples of `unit`, as evenly as possible.
 static void tbc__split_range(int64_t n, int64_t unit, int parts, int rank, int64_t *b, int64_t *e) {
@@ -6028,7 +6118,7 @@ static tbc_result tbc__session_bind(tbc_session *s, const tbc_session_desc *d, t
         return TBC_ERR_SHARD;
     }
     sh->has_embeddings = sh->layer_begin == 0;
-    sh->has_output = sh->layer_end == I->n_layer;
+    sh->has_output = d->shard.output ? d->shard.output > 0 : sh->layer_end == I->n_layer;
     int64_t hb, he, fb, fe;
     tbc__split_range(I->n_head_kv, 1, sh->tp_size, sh->tp_rank, &hb, &he);
     sh->head_kv_begin = (int)hb;
@@ -6077,6 +6167,15 @@ static tbc_result tbc__session_bind(tbc_session *s, const tbc_session_desc *d, t
         if ((rc = tbc__mat_cols(s, T->w_down, fb, fe, &L->w_down, err))) return rc;
         wbytes += tbc__mat_bytes(&L->wq) + tbc__mat_bytes(&L->wk) + tbc__mat_bytes(&L->wv) + tbc__mat_bytes(&L->wo) +
                   tbc__mat_bytes(&L->w_gate) + tbc__mat_bytes(&L->w_up) + tbc__mat_bytes(&L->w_down);
+        const tbc__tensor *vecs[7] = {T->attn_norm, T->ffn_norm, T->bq, T->bk, T->bv, T->q_norm, T->k_norm};
+        const tbc__mat *mats[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        int ok = 1;
+        for (int i = 0; i < 7; i++) ok &= tbc__note_tensor(s, vecs[i]);
+        for (int i = 0; i < 7; i++) ok &= tbc__note_mat(s, mats[i]);  // views only: copied slices noted themselves
+        if (!ok) {
+            tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "no memory");
+            return TBC_ERR_OUT_OF_MEMORY;
+        }
         wbytes += (uint64_t)I->n_embd * 8;
     }
     if (sh->has_embeddings || sh->has_output) {
@@ -6093,6 +6192,11 @@ static tbc_result tbc__session_bind(tbc_session *s, const tbc_session_desc *d, t
         wbytes += tbc__mat_bytes(&s->embd);
     }
     s->rope_freqs = tbc__vec(m->rope_freqs, 0);
+    if (!tbc__note_tensor(s, m->rope_freqs) || (sh->has_output && !tbc__note_tensor(s, m->out_norm)) ||
+        !tbc__note_mat(s, &s->output) || !tbc__note_mat(s, &s->embd)) {
+        tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "no memory");
+        return TBC_ERR_OUT_OF_MEMORY;
+    }
     sh->weight_bytes = wbytes;
     sh->streamed_bytes = wbytes;
     if (sh->has_embeddings && !(sh->has_output && m->output == m->tok_embd))
@@ -6162,6 +6266,7 @@ static tbc_result tbc__session_alloc(tbc_session *s, tbc_error *err) {
 
 TBC__DEF void tbc_session_destroy(tbc_session *s) {
     if (!s) return;
+    tbc__cluster_free(s->cluster);
     tbc__pool_destroy(&s->pool);
     for (int i = 0; i < s->n_owned; i++) TBC_FREE(s->owned[i]);
     TBC_FREE(s->owned);
@@ -6171,6 +6276,7 @@ TBC__DEF void tbc_session_destroy(tbc_session *s) {
     TBC_FREE(s->act);
     TBC_FREE(s->kv_mem);
     TBC_FREE(s->layers);
+    TBC_FREE(s->ranges);
     TBC_FREE(s);
 }
 
@@ -6209,8 +6315,15 @@ TBC__DEF tbc_result tbc_session_create(const tbc_session_desc *d, tbc_session **
     s->n_batch = d->n_batch ? d->n_batch : 256;
     if (s->n_batch > s->n_ctx) s->n_batch = s->n_ctx;
     tbc_result rc = tbc__pool_init(&s->pool, d->n_threads ? d->n_threads : tbc__cpu_count(), err);
-    if (rc == TBC_OK) rc = tbc__session_bind(s, d, err);
+    tbc_session_desc own = *d;
+    if (rc == TBC_OK && d->cluster) {  // the plan decides this node's own share too
+        rc = tbc__cluster_new(d->cluster, &s->cluster, err);
+        if (rc == TBC_OK) rc = tbc__cluster_hello(s->cluster, d->model, &d->logger, s->pool.n_threads, err);
+        if (rc == TBC_OK) rc = tbc__cluster_plan(s->cluster, d->model, d, s->n_ctx, s->n_batch, &own.shard, err);
+    }
+    if (rc == TBC_OK) rc = tbc__session_bind(s, &own, err);
     if (rc == TBC_OK) rc = tbc__session_alloc(s, err);
+    if (rc == TBC_OK && s->cluster) rc = tbc__cluster_attach(s, err);
     if (rc != TBC_OK) {
         tbc__log(&d->logger, TBC_LOG_ERROR, "%s", err->message);
         tbc_session_destroy(s);
@@ -6508,11 +6621,16 @@ TBC__DEF tbc_result tbc_session_eval(tbc_session *s, const int32_t *tokens, int6
         return TBC_ERR_SHARD;
     }
     size_t d = (size_t)I->n_embd;
+    tbc_result rc;
+    if (s->cluster && (rc = tbc__cluster_check(s)) != TBC_OK) return rc;
     for (int64_t b = 0; b < n; b += s->n_batch) {
         int64_t nb = n - b < s->n_batch ? n - b : s->n_batch;
         for (int64_t t = 0; t < nb; t++)
             tbc__dequantize(s->embd.type, s->embd.data + (size_t)tokens[b + t] * s->embd.ldw, s->x + t * d, (int64_t)d);
+        if (s->cluster && tbc__cluster_eval_begin(s, tokens + b, s->pos, nb) != TBC_OK) return tbc__cluster_failed(s);
         tbc__forward_layers(s, s->pos, nb);
+        if (s->cluster && tbc__cluster_pipeline(s, s->pos, nb) != TBC_OK) return tbc__cluster_failed(s);
+        if (s->cluster && (rc = tbc__cluster_check(s)) != TBC_OK) return rc;
         s->pos += nb;
         if (b + nb == n) {
             tbc__act_cache c;
@@ -6884,6 +7002,11 @@ done:
     return rc;
 }
 
+
+#if __has_include("parts/net.h")   /* development scaffolding: merged when done */
+#include "parts/net.h"
+#include "parts/cluster.h"
+#endif
 
 #endif // TBC__IMPLEMENTATION_DONE
 #endif // TBC_IMPLEMENTATION

@@ -21,7 +21,7 @@
 
 typedef struct tbc__link {
     int fd;
-    char peer[96];                 // "host:port" for messages
+    char peer[160];                // "host:port" for messages
     uint8_t key[32];
     int keyed;                     // frames carry and need a valid tag
     uint64_t send_seq, recv_seq;

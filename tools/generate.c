@@ -29,6 +29,10 @@ static void usage(FILE *f) {
         "  -c, --ctx N             context length (default: the model's, at most 4096)\n"
         "      --kv-f16            store the KV cache as F16 (default F32)\n"
         "      --json              print one JSON object: prompt_ids, top_logits, ids, text, speeds\n"
+        "      --peers LIST        run with these nodes (host:port,...; each runs build/node)\n"
+        "      --key-file F        the cluster key (or the environment variable TBC_CLUSTER_KEY)\n"
+        "      --split S           tensor | pipeline | auto (default auto)\n"
+        "      --sync T            f32 | q8_0: activation sums on the wire (default f32)\n"
         "  -v, --verbose           log what the library does\n"
         "  -h, --help              this text\n");
 }
@@ -133,6 +137,10 @@ int main(int argc, char **argv) {
     const char *stops[16];
     size_t n_stop = 0;
     int n_predict = 128, threads = 0, n_ctx = 0, json = 0, chat = 0, verbose = 0, kv_f16 = 0;
+    tbc_cluster_desc cd;
+    memset(&cd, 0, sizeof cd);
+    static char key[4096];
+    const char *key_file = NULL;
     tbc_sampling sp;
     memset(&sp, 0, sizeof sp);
     sp.temperature = 0.8f; sp.top_k = 40; sp.top_p = 0.95f; sp.min_p = 0.05f; sp.repeat_penalty = 1.0f;
@@ -147,6 +155,20 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--chat")) chat = 1;
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--kv-f16")) kv_f16 = 1;
+        else if (!strcmp(a, "--peers")) cd.peers = NEXT();
+        else if (!strcmp(a, "--key-file")) key_file = NEXT();
+        else if (!strcmp(a, "--split")) {
+            const char *v = NEXT();
+            if (!strcmp(v, "tensor")) cd.split = TBC_SPLIT_TENSOR;
+            else if (!strcmp(v, "pipeline")) cd.split = TBC_SPLIT_PIPELINE;
+            else if (!strcmp(v, "auto")) cd.split = TBC_SPLIT_AUTO;
+            else { fprintf(stderr, "generate: --split expects tensor, pipeline or auto, got '%s'\n", v); return 2; }
+        } else if (!strcmp(a, "--sync")) {
+            const char *v = NEXT();
+            if (!strcmp(v, "f32")) cd.sync = TBC_SYNC_F32;
+            else if (!strcmp(v, "q8_0")) cd.sync = TBC_SYNC_Q8_0;
+            else { fprintf(stderr, "generate: --sync expects f32 or q8_0, got '%s'\n", v); return 2; }
+        }
         else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) verbose = 1;
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { if (!parse_num(a, NEXT(), 0, 1e7, &x)) return 2; n_predict = (int)x; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (!parse_num(a, NEXT(), 1, 256, &x)) return 2; threads = (int)x; }
@@ -167,6 +189,18 @@ int main(int argc, char **argv) {
     if (!prompt && !chat) prompt = "Once upon a time";
     if (json && chat && !prompt) { fprintf(stderr, "generate: --json with --chat needs -p\n"); return 2; }
 
+    if (key_file) {
+        FILE *kf = fopen(key_file, "rb");
+        size_t kn = kf ? fread(key, 1, sizeof key, kf) : 0;
+        if (kf) fclose(kf);
+        while (kn && (key[kn - 1] == '\n' || key[kn - 1] == '\r')) kn--;
+        if (!kn) { fprintf(stderr, "generate: cannot read a key from '%s'\n", key_file); return 2; }
+        cd.key = key;
+        cd.key_len = kn;
+    } else if (getenv("TBC_CLUSTER_KEY") && getenv("TBC_CLUSTER_KEY")[0]) {
+        cd.key = getenv("TBC_CLUSTER_KEY");
+        cd.key_len = strlen(getenv("TBC_CLUSTER_KEY"));
+    }
     tbc_error err;
     tbc_model_desc md;
     memset(&md, 0, sizeof md);
@@ -186,6 +220,7 @@ int main(int argc, char **argv) {
     sd.kv_type = kv_f16 ? TBC_KV_F16 : TBC_KV_F32;
     sd.logger = md.logger;
     sd.error = &err;
+    if (cd.peers) sd.cluster = &cd;
     tbc_session *s;
     if (tbc_session_create(&sd, &s) != TBC_OK) {
         fprintf(stderr, "generate: %s\n", err.message);
