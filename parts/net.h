@@ -52,6 +52,13 @@ static int tbc__split_hostport(const char *s, char *host, size_t host_cap, char 
     return 0;
 }
 
+// A socket that is not inherited by child processes (SOCK_CLOEXEC is not portable to macOS).
+static int tbc__socket(int family, int type, int proto) {
+    int fd = socket(family, type, proto);
+    if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return fd;
+}
+
 static int tbc__set_nonblock(int fd) {
     int fl = fcntl(fd, F_GETFL, 0);
     return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
@@ -89,7 +96,7 @@ static tbc_result tbc__sock_listen(const char *addr, int *out_fd, int *out_port,
     }
     int fd = -1, e = 0;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        fd = tbc__socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
         if (fd < 0) { e = errno; continue; }
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -133,7 +140,7 @@ static tbc_result tbc__sock_connect(const char *addr, double timeout, int *out_f
     int fd = -1, e = ETIMEDOUT;
     double deadline = tbc__now() + timeout;
     for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        fd = tbc__socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
         if (fd < 0) { e = errno; continue; }
         tbc__set_nonblock(fd);
         if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
