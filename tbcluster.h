@@ -31,6 +31,11 @@
       A tbc_model is immutable after tbc_model_open and may be shared by sessions on several threads. A tbc_session
       is used by one thread at a time; it owns a pool of n_threads-1 worker threads for its matrix products.
 
+   CLUSTER
+      A session can run with other nodes (tbc_session_desc.cluster: their addresses and the cluster key); each of
+      them runs tbc_node_serve (build/node). Tensor-parallel or pipeline split, over TCP. Wire protocol version 1,
+      documented in docs/PROTOCOL.md: authenticated (HMAC-SHA-256 challenge-response, then a tag on every frame).
+
    MODEL FILES
       GGUF v2 and v3, mmap'ed read-only and treated as untrusted input. Architectures: llama (Llama 2/3.x, Mistral,
       TinyLlama, SmolLM), qwen2, qwen3. Tensor types: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K.
@@ -399,7 +404,9 @@ TBC_API tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc 
 #define TBC__RESTRICT restrict
 #endif
 
-#ifdef TBC_STATIC
+#if defined(TBC_STATIC) && defined(__GNUC__)
+#define TBC__DEF static __attribute__((unused))
+#elif defined(TBC_STATIC)
 #define TBC__DEF static
 #else
 #define TBC__DEF
@@ -7010,3 +7017,36 @@ done:
 
 #endif // TBC__IMPLEMENTATION_DONE
 #endif // TBC_IMPLEMENTATION
+
+/* REVISION HISTORY
+   0.1.0 (2026-11)  single-node engine: GGUF v2/v3 loading with shards (layer ranges, tensor slices), F32 F16 BF16
+                    Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K..Q6_K kernels (scalar, AVX2, AVX-512/VNNI, NEON), llama qwen2 qwen3,
+                    SentencePiece and byte-level BPE tokenizers, chat templates, sampling, streaming generation;
+                    first cluster protocol over TCP (tensor and pipeline split).
+*/
+
+/* LICENSE
+------------------------------------------------------------------------------
+MIT License
+
+Copyright (c) 2026 the tbcluster authors
+
+Permission is hereby granted, free of charge, to any person obtaining a copy
+of this software and associated documentation files (the "Software"), to deal
+in the Software without restriction, including without limitation the rights
+to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+copies of the Software, and to permit persons to whom the Software is
+furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+------------------------------------------------------------------------------
+*/

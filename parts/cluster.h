@@ -240,7 +240,7 @@ typedef struct tbc__peer {
     int up;
 } tbc__peer;
 
-typedef struct tbc__cluster {
+struct tbc__cluster {
     tbc__peer *peers;
     int n_peers;
     tbc_cluster_desc desc;
@@ -257,7 +257,7 @@ typedef struct tbc__cluster {
     uint64_t shard_bytes_sent;
     uint64_t allreduces;
     double comm_seconds;
-} tbc__cluster;
+};
 
 static size_t tbc__max_msg(const tbc_model *m, int n_batch, int sync) {
     size_t act = tbc__sync_bytes(sync, (int64_t)n_batch * m->info.n_embd);

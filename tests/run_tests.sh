@@ -78,7 +78,7 @@ print_summary() {
     echo
     echo "== summary by suite (passed/failed) =="
     awk -F'\t' '{p[$1] += $3; f[$1] += $4; if (!($1 in seen)) {seen[$1] = 1; order[n++] = $1}}
-        END {for (i = 0; i < n; i++) printf "  %-10s %6d passed, %d failed\n", order[i], p[order[i]], f[order[i]]}' \
+        END {for (i = 0; i < n; i++) printf "  %-12s %6d passed, %d failed\n", order[i], p[order[i]], f[order[i]]}' \
         "$results"
     if [ "$f" -gt 0 ]; then
         echo "== failures =="

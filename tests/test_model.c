@@ -109,7 +109,7 @@ static int load_ref_runc(const char *path, ref_simple *r) {
     if (p) p++;
     while (p && *p == '[' && r->n_prompt < 64) { r->prompt[r->n_prompt++] = atoi(p + 1); p = strchr(p, ']') + 1; }
     for (int i = 0; i < 5; i++) {
-        char key[16];
+        char key[32];
         snprintf(key, sizeof key, "TOP %d ", i);
         char *q = strstr(t, key);
         if (!q) { free(t); return 0; }
@@ -122,7 +122,7 @@ static int load_ref_runc(const char *path, ref_simple *r) {
 }
 
 static void test_real_model(const char *gguf, const char *ref, const char *prompt, float top_tol, int n_greedy, int kv_f16) {
-    char path[512], rpath[512];
+    char path[1024], rpath[1024];
     snprintf(path, sizeof path, "%s/models/%s", shared, gguf);
     snprintf(rpath, sizeof rpath, "%s/reference/%s", shared, ref);
     ref_simple r;
@@ -219,7 +219,7 @@ static float tolerance_for(const char *stem) {
 }
 
 static void test_fixture(const char *stem) {
-    char path[512], rpath[512], spath[512];
+    char path[1024], rpath[1024], spath[1024];
     snprintf(path, sizeof path, "%s/models/fixtures/%s.gguf", shared, stem);
     snprintf(rpath, sizeof rpath, "%s/models/fixtures/refs/%s.ref.txt", shared, stem);
     fixture_prompt pr[2];
