@@ -1,0 +1,289 @@
+// The cluster with real processes on loopback: build/node workers and this process as the coordinator (rank 0).
+// Greedy ids equal the single-node run (tensor and pipeline split, 2 and 3 nodes), a node without the model file
+// gets its shard and a restart resends nothing, wrong keys and other models are refused, and a worker killed with
+// SIGKILL mid-generation is an error within the deadline, after which the next request works again.
+#define TBC_IMPLEMENTATION
+#include "../tbcluster.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int passed, failed;
+#define CHECK(cond, ...) do { if (cond) passed++; else { failed++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
+
+typedef struct node { pid_t pid; int port; char log[256]; } node;
+
+// Starts build/node on a free loopback port (it reports the port it got in its log).
+static int node_start(node *n, const char *model, const char *key, const char *cache, int port) {
+    static int serial;
+    snprintf(n->log, sizeof n->log, "build/tests/cluster-node-%d-%d.log", (int)getpid(), serial++);
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    pid_t pid = fork();
+    if (pid < 0) return 0;
+    if (pid == 0) {
+        FILE *f = freopen(n->log, "w", stderr);
+        (void)f;
+        const char *argv[16];
+        int a = 0;
+        argv[a++] = "build/node"; argv[a++] = "--listen"; argv[a++] = listen; argv[a++] = "-t"; argv[a++] = "1";
+        if (model) { argv[a++] = "-m"; argv[a++] = model; }
+        if (key) { argv[a++] = "--key-file"; argv[a++] = key; }
+        if (cache) { argv[a++] = "--cache-dir"; argv[a++] = cache; }
+        argv[a] = NULL;
+        execv("build/node", (char *const *)argv);
+        _exit(127);
+    }
+    n->pid = pid;
+    for (int i = 0; i < 200; i++) {  // up to 10 s for "listening on ... (port N)"
+        usleep(50000);
+        FILE *f = fopen(n->log, "r");
+        char line[512];
+        while (f && fgets(line, sizeof line, f)) {
+            char *p = strstr(line, "(port ");
+            if (p) { n->port = atoi(p + 6); fclose(f); return n->port > 0; }
+        }
+        if (f) fclose(f);
+    }
+    return 0;
+}
+
+static void node_stop(node *n, int sig) {
+    if (n->pid > 0) {
+        kill(n->pid, sig);
+        waitpid(n->pid, NULL, 0);
+    }
+    n->pid = 0;
+}
+
+static int log_has(const node *n, const char *text) {
+    FILE *f = fopen(n->log, "r");
+    char line[1024];
+    int found = 0;
+    while (f && fgets(line, sizeof line, f)) if (strstr(line, text)) found = 1;
+    if (f) fclose(f);
+    return found;
+}
+
+static tbc_model *open_model(const char *path) {
+    tbc_model_desc md;
+    memset(&md, 0, sizeof md);
+    md.path = path;
+    tbc_model *m = NULL;
+    return tbc_model_open(&md, &m) == TBC_OK ? m : NULL;
+}
+
+// Greedy ids for a prompt of token ids, alone or with peers. Returns the number of ids produced (-1: error).
+static int greedy(tbc_model *m, const char *peers, tbc_split split, tbc_sync sync, const char *key, const int32_t *prompt,
+                  int n_prompt, int n_gen, int32_t *out, float *first_logits, tbc_error *err, tbc_result *rc_out) {
+    tbc_cluster_desc cd;
+    memset(&cd, 0, sizeof cd);
+    cd.peers = peers;
+    cd.split = split;
+    cd.sync = sync;
+    cd.key = key;
+    cd.key_len = key ? strlen(key) : 0;
+    tbc_session_desc sd;
+    memset(&sd, 0, sizeof sd);
+    sd.model = m;
+    sd.n_ctx = 128;
+    sd.n_threads = 1;
+    sd.cluster = peers ? &cd : NULL;
+    sd.error = err;
+    tbc_session *s;
+    tbc_result rc = tbc_session_create(&sd, &s);
+    if (rc_out) *rc_out = rc;
+    if (rc) return -1;
+    int nv = m->info.n_vocab, k = 0;
+    rc = tbc_session_eval(s, prompt, n_prompt);
+    while (!rc && k < n_gen) {
+        const float *lg = tbc_session_logits(s);
+        if (k == 0 && first_logits) memcpy(first_logits, lg, sizeof(float) * (size_t)nv);
+        int32_t b = 0;
+        for (int32_t i = 1; i < nv; i++) if (lg[i] > lg[b]) b = i;
+        out[k++] = b;
+        rc = tbc_session_eval(s, &b, 1);
+    }
+    if (rc) { *err = *tbc_session_last_error(s); if (rc_out) *rc_out = rc; k = -1; }
+    tbc_session_destroy(s);
+    return k;
+}
+
+static float max_diff(const float *a, const float *b, int n) {
+    float w = 0;
+    for (int i = 0; i < n; i++) { float d = a[i] > b[i] ? a[i] - b[i] : b[i] - a[i]; if (d > w) w = d; }
+    return w;
+}
+
+int main(void) {
+    signal(SIGPIPE, SIG_IGN);
+    const char *models[] = {"../shared/models/stories260K-f32.gguf", "../shared/models/stories260K-f16.gguf",
+                            "../shared/models/stories260K-q8_0.gguf", "../shared/models/stories260K-q4_0.gguf"};
+    const int32_t prompt[5] = {1, 403, 407, 261, 378};
+    const char *fallback = "build/tests/cluster-tiny.gguf";
+    int have_shared = access(models[0], R_OK) == 0;
+    if (!have_shared) {
+        printf("SKIP: ../shared absent: the cluster runs on a model made by mkmodel only\n");
+        if (system("build/mkmodel --shape tiny --type q8_0 --seed 3 -o build/tests/cluster-tiny.gguf 2>/dev/null") != 0) {
+            printf("FAIL: mkmodel\ntest_cluster: 0 passed, 1 failed\n");
+            return 1;
+        }
+    }
+    int n_models = have_shared ? 4 : 1;
+    for (int mi = 0; mi < n_models; mi++) {
+        const char *path = have_shared ? models[mi] : fallback;
+        tbc_model *m = open_model(path);
+        CHECK(m != NULL, "open %s", path);
+        if (!m) continue;
+        int nv = m->info.n_vocab;
+        float *ref_logits = (float *)malloc(sizeof(float) * (size_t)nv), *logits = (float *)malloc(sizeof(float) * (size_t)nv);
+        int32_t ref[24], ids[24];
+        tbc_error err;
+        int n_ref = greedy(m, NULL, TBC_SPLIT_AUTO, TBC_SYNC_F32, NULL, prompt, 5, 20, ref, ref_logits, &err, NULL);
+        node a, b;
+        CHECK(node_start(&a, path, NULL, NULL, 0) && node_start(&b, path, NULL, NULL, 0), "two nodes start");
+        char peers1[64], peers2[128];
+        snprintf(peers1, sizeof peers1, "127.0.0.1:%d", a.port);
+        snprintf(peers2, sizeof peers2, "127.0.0.1:%d,127.0.0.1:%d", a.port, b.port);
+        struct { const char *peers; tbc_split split; tbc_sync sync; const char *what; float tol; } runs[] = {
+            {peers1, TBC_SPLIT_TENSOR, TBC_SYNC_F32, "2 nodes, tensor, F32 sync", 1e-4f},
+            {peers1, TBC_SPLIT_TENSOR, TBC_SYNC_Q8_0, "2 nodes, tensor, Q8_0 sync", 0.5f},
+            {peers1, TBC_SPLIT_PIPELINE, TBC_SYNC_F32, "2 nodes, pipeline", 1e-4f},
+            {peers2, TBC_SPLIT_PIPELINE, TBC_SYNC_F32, "3 nodes, pipeline", 1e-4f},
+        };
+        // F16 weights take their activations rounded to F16 (as llama.cpp does): a sum added in another order can
+        // round one activation the other way, which moves logits by ~1e-3; every other type agrees to 1e-4 or exactly.
+        if (strstr(path, "f16")) runs[0].tol = runs[2].tol = runs[3].tol = 5e-3f;
+        for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+            tbc_result rc;
+            int n = greedy(m, runs[r].peers, runs[r].split, runs[r].sync, NULL, prompt, 5, 20, ids, logits, &err, &rc);
+            CHECK(n == n_ref && !memcmp(ids, ref, sizeof(int32_t) * (size_t)n_ref), "%s, %s: greedy ids equal one node (%s)",
+                  path, runs[r].what, n < 0 ? err.message : "ids differ");
+            float d = n > 0 ? max_diff(logits, ref_logits, nv) : 1e9f;
+            CHECK(d <= runs[r].tol, "%s, %s: logits within %g of one node (%g)", path, runs[r].what, (double)runs[r].tol, (double)d);
+            printf("  %-40s %-28s ids %s, logits max |diff| %.2e\n", path + (have_shared ? 17 : 0), runs[r].what,
+                   n == n_ref && !memcmp(ids, ref, sizeof(int32_t) * (size_t)n_ref) ? "equal" : "DIFFER", (double)d);
+        }
+        node_stop(&a, SIGTERM);
+        node_stop(&b, SIGTERM);
+        free(ref_logits);
+        free(logits);
+        tbc_model_destroy(m);
+    }
+
+    // A node without the model file: its shard arrives over the link into its cache; a restart resends nothing.
+    const char *path = have_shared ? models[3] : fallback;
+    tbc_model *m = open_model(path);
+    if (m) {
+        int32_t ref[24], ids[24];
+        tbc_error err;
+        tbc_result rc;
+        int n_ref = greedy(m, NULL, TBC_SPLIT_AUTO, TBC_SYNC_F32, NULL, prompt, 5, 20, ref, NULL, &err, NULL);
+        char cache[128], cmd[300];
+        snprintf(cache, sizeof cache, "build/tests/cluster-cache-%d", (int)getpid());
+        snprintf(cmd, sizeof cmd, "rm -rf %s", cache);
+        if (system(cmd) != 0) printf("note: could not clear %s\n", cache);
+        node c;
+        CHECK(node_start(&c, NULL, NULL, cache, 0), "a node without a model starts");
+        char peers[64];
+        snprintf(peers, sizeof peers, "127.0.0.1:%d", c.port);
+        int n = greedy(m, peers, TBC_SPLIT_TENSOR, TBC_SYNC_F32, NULL, prompt, 5, 20, ids, NULL, &err, &rc);
+        CHECK(n == n_ref && !memcmp(ids, ref, sizeof(int32_t) * (size_t)n_ref), "shard sent over the link: same ids (%s)",
+              n < 0 ? err.message : "ids differ");
+        CHECK(!log_has(&c, "(0.0 MiB received)"), "the first run received the shard");
+        node_stop(&c, SIGTERM);
+        node c2;
+        CHECK(node_start(&c2, NULL, NULL, cache, 0), "the node restarts");
+        snprintf(peers, sizeof peers, "127.0.0.1:%d", c2.port);
+        n = greedy(m, peers, TBC_SPLIT_TENSOR, TBC_SYNC_F32, NULL, prompt, 5, 20, ids, NULL, &err, &rc);
+        CHECK(n == n_ref && !memcmp(ids, ref, sizeof(int32_t) * (size_t)n_ref), "from the cache: same ids");
+        CHECK(log_has(&c2, "(0.0 MiB received)") && !log_has(&c2, "receiving"), "a restart with the same model and plan receives nothing");
+        node_stop(&c2, SIGTERM);
+        snprintf(cmd, sizeof cmd, "rm -rf %s", cache);
+        if (system(cmd) != 0) printf("note: could not remove %s\n", cache);
+
+        // Keys: a node with a key refuses a coordinator without it, and the reverse; the right key works.
+        FILE *kf = fopen("build/tests/cluster.key", "w");
+        if (kf) { fputs("correct horse battery staple\n", kf); fclose(kf); }
+        node k;
+        CHECK(node_start(&k, path, "build/tests/cluster.key", NULL, 0), "a node with a key starts");
+        snprintf(peers, sizeof peers, "127.0.0.1:%d", k.port);
+        n = greedy(m, peers, TBC_SPLIT_TENSOR, TBC_SYNC_F32, NULL, prompt, 5, 4, ids, NULL, &err, &rc);
+        CHECK(n < 0 && rc == TBC_ERR_AUTH && strstr(err.message, "authentication"), "no key: refused (%s)", err.message);
+        n = greedy(m, peers, TBC_SPLIT_TENSOR, TBC_SYNC_F32, "wrong key", prompt, 5, 4, ids, NULL, &err, &rc);
+        CHECK(n < 0 && rc == TBC_ERR_AUTH, "wrong key: refused (%s)", err.message);
+        usleep(100000);
+        CHECK(log_has(&k, "failed authentication"), "the node logs the refusal too");
+        n = greedy(m, peers, TBC_SPLIT_TENSOR, TBC_SYNC_F32, "correct horse battery staple", prompt, 5, 20, ids, NULL, &err, &rc);
+        CHECK(n == n_ref && !memcmp(ids, ref, sizeof(int32_t) * (size_t)n_ref), "the right key works (%s)", n < 0 ? err.message : "");
+        node_stop(&k, SIGTERM);
+
+        // Another model: refused on both sides.
+        if (have_shared) {
+            node o;
+            CHECK(node_start(&o, models[0], NULL, NULL, 0), "a node with another model starts");
+            snprintf(peers, sizeof peers, "127.0.0.1:%d", o.port);
+            n = greedy(m, peers, TBC_SPLIT_TENSOR, TBC_SYNC_F32, NULL, prompt, 5, 4, ids, NULL, &err, &rc);
+            CHECK(n < 0 && rc == TBC_ERR_MODEL_MISMATCH && strstr(err.message, "another model"), "another model: refused (%s)", err.message);
+            node_stop(&o, SIGTERM);
+        }
+
+        // SIGKILL mid-generation: an error within the deadline, then the next request works.
+        node w;
+        CHECK(node_start(&w, path, NULL, NULL, 0), "a node starts");
+        int port = w.port;
+        snprintf(peers, sizeof peers, "127.0.0.1:%d", port);
+        tbc_cluster_desc cd;
+        memset(&cd, 0, sizeof cd);
+        cd.peers = peers;
+        cd.split = TBC_SPLIT_TENSOR;
+        cd.timeout = 2.0;
+        tbc_session_desc sd;
+        memset(&sd, 0, sizeof sd);
+        sd.model = m;
+        sd.n_ctx = 128;
+        sd.n_threads = 1;
+        sd.cluster = &cd;
+        sd.error = &err;
+        tbc_session *s = NULL;
+        CHECK(tbc_session_create(&sd, &s) == TBC_OK, "cluster session: %s", err.message);
+        if (s) {
+            CHECK(tbc_session_eval(s, prompt, 5) == TBC_OK, "eval before the kill");
+            node_stop(&w, SIGKILL);
+            double t0 = tbc__now();
+            tbc_result e = TBC_OK;
+            int32_t t = 100;
+            for (int i = 0; i < 5 && e == TBC_OK; i++) e = tbc_session_eval(s, &t, 1);
+            double dt = tbc__now() - t0;
+            CHECK(e == TBC_ERR_PEER_LOST || e == TBC_ERR_TIMEOUT, "a killed worker is an error (%s: %s)", tbc_result_str(e),
+                  tbc_session_last_error(s)->message);
+            CHECK(dt < 2.5, "reported within the deadline (%.2f s)", dt);
+            CHECK(strstr(tbc_session_last_error(s)->message, peers) != NULL, "the error names the peer: %s",
+                  tbc_session_last_error(s)->message);
+            printf("  worker killed: %s after %.3f s: %s\n", tbc_result_str(e), dt, tbc_session_last_error(s)->message);
+            node w2;
+            CHECK(node_start(&w2, path, NULL, NULL, port), "the worker is back on the same port");
+            tbc_session_rewind(s, 0);
+            e = tbc_session_eval(s, prompt, 5);
+            CHECK(e == TBC_OK, "the next request works without restarting anything (%s)", tbc_session_last_error(s)->message);
+            int k = 0, same = e == TBC_OK;
+            while (same && k < 20) {
+                const float *lg = tbc_session_logits(s);
+                int32_t bst = 0;
+                for (int32_t i = 1; i < m->info.n_vocab; i++) if (lg[i] > lg[bst]) bst = i;
+                same = bst == ref[k++];
+                if (same) same = tbc_session_eval(s, &bst, 1) == TBC_OK;
+            }
+            CHECK(same && k == 20, "and gives the same ids");
+            tbc_session_destroy(s);
+            node_stop(&w2, SIGTERM);
+        }
+        tbc_model_destroy(m);
+    }
+    printf("test_cluster: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
