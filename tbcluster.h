@@ -240,7 +240,8 @@ typedef struct tbc_shard_desc {
 
 typedef struct tbc_shard_info {
     int layer_begin, layer_end, tp_rank, tp_size;
-    int head_kv_begin, head_kv_end;      // this node's KV heads (query heads follow their group)
+    int head_begin, head_end;            // this node's query heads
+    int head_kv_begin, head_kv_end;      // the KV heads they use (a KV head may be held by two neighbours)
     int ff_begin, ff_end;                // this node's FFN rows
     int has_embeddings, has_output;
     uint64_t weight_bytes;               // bytes of weights this node holds
@@ -2448,6 +2449,120 @@ TBC__K_INLINE __m512 tbc__k512_pair(const tbc__k512_w *w, const tbc__block_q8_K 
     return acc;
 }
 TBC__K_DRIVER(k512)
+// ---- AVX-512 matrix-vector products (decode) for Q4_K and Q6_K. Decoding streams every weight from DRAM once, so
+// these keep the per-block work small (scales expanded with one shuffle per 64 values, no stack round trips, one
+// horizontal sum per row), share each activation block across 4 weight rows and prefetch the rows ahead.
+#ifndef TBC__K_PF_BLOCKS
+#define TBC__K_PF_BLOCKS 6  // prefetch distance in blocks per row
+#endif
+TBC__K_INLINE void tbc__k512_prefetch_blk(const uint8_t *p, size_t bs) {
+    for (size_t o = 0; o < bs; o += 64) _mm_prefetch((const char *)(p + o), _MM_HINT_T0);
+}
+// Activation block: the 256 values in 4 chunks, bsums, da and (Q4_K) the float bsums*da of the min term.
+typedef struct tbc__k512_mva { __m512i v[4]; __m256i bs; __m512 m; float d; } tbc__k512_mva;
+TBC__K_INLINE void tbc__k512_mva_q6_K(const tbc__block_q8_K *a, tbc__k512_mva *y) {
+    for (int c = 0; c < 4; c++) y->v[c] = _mm512_loadu_si512((const void *)(a->qs + 64 * c));
+    y->bs = _mm256_loadu_si256((const __m256i *)(const void *)a->bsums);
+    y->d = a->d;
+    y->m = _mm512_setzero_ps();
+}
+TBC__K_INLINE void tbc__k512_mva_q4_K(const tbc__block_q8_K *a, tbc__k512_mva *y) {
+    tbc__k512_mva_q6_K(a, y);
+    y->m = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(y->bs)), _mm512_set1_ps(a->d));
+}
+// pshufb controls (per 128-bit lane) on the 16 bytes of tbc__k_scales_q45_sse (8 scales, 8 mins) broadcast to 512
+// bits: chunk c's scales as int16 (sub-block 2c for its first 32 values, 2c+1 for the rest); the mins as int32, each
+// repeated for the two 16-value halves of its sub-block.
+#define TBC__K_W16(k) (k), -128, (k), -128, (k), -128, (k), -128, (k), -128, (k), -128, (k), -128, (k), -128
+#define TBC__K_W32(k) (k), -128, -128, -128, (k), -128, -128, -128, (k) + 1, -128, -128, -128, (k) + 1, -128, -128, -128
+static const int8_t tbc__k_q4_sctl[5][64] TBC__K_ALIGN64 = {
+    {TBC__K_W16(0), TBC__K_W16(0), TBC__K_W16(1), TBC__K_W16(1)}, {TBC__K_W16(2), TBC__K_W16(2), TBC__K_W16(3), TBC__K_W16(3)},
+    {TBC__K_W16(4), TBC__K_W16(4), TBC__K_W16(5), TBC__K_W16(5)}, {TBC__K_W16(6), TBC__K_W16(6), TBC__K_W16(7), TBC__K_W16(7)},
+    {TBC__K_W32(8), TBC__K_W32(10), TBC__K_W32(12), TBC__K_W32(14)}};
+#undef TBC__K_W16
+#undef TBC__K_W32
+// One Q4_K block of one row against y: acc += d*da*sum_k s_k*(u.a)_k - dmin*m_k*(da*bsum_k), in the same lanes and
+// order as tbc__k512_pair so decode and prefill round alike.
+TBC__K_INLINE void tbc__k512_mv_q4_K_blk(const uint8_t *b, const tbc__k512_mva *y, __m512 *acc) {
+    const tbc__block_q4_K *x = (const tbc__block_q4_K *)(const void *)b;
+    const __m512i m4 = _mm512_set1_epi8(15), sh = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
+    __m512i sc = _mm512_broadcast_i32x4(tbc__k_scales_q45_sse(x->scales));
+    __m512i s = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++) {  // chunk c: low nibbles of qs[32c..] then their high nibbles
+        __m512i u = _mm512_and_si512(_mm512_srlv_epi64(tbc__k512_bcast256(x->qs + 32 * c), sh), m4);
+        __m512i p = _mm512_maddubs_epi16(u, y->v[c]), k = _mm512_shuffle_epi8(sc, _mm512_load_si512((const void *)tbc__k_q4_sctl[c]));
+        s = c == 0 ? _mm512_madd_epi16(p, k) : tbc__k512_dpw(s, p, k);
+    }
+    __m512 mn = _mm512_cvtepi32_ps(_mm512_shuffle_epi8(sc, _mm512_load_si512((const void *)tbc__k_q4_sctl[4])));
+    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(tbc__k_h2f(x->d) * y->d), *acc);
+    *acc = _mm512_fmadd_ps(_mm512_mul_ps(mn, _mm512_set1_ps(-tbc__k_h2f(x->dmin))), y->m, *acc);
+}
+// One Q6_K block: u in 0..63 with offset 32 folded in through the bsums.
+TBC__K_INLINE void tbc__k512_mv_q6_K_blk(const uint8_t *b, const tbc__k512_mva *y, __m512 *acc) {
+    const tbc__block_q6_K *x = (const tbc__block_q6_K *)(const void *)b;
+    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)x->scales));
+    __m512i sz = _mm512_zextsi256_si512(s16);
+    __m512i u[4];
+    for (int nn = 0; nn < 2; nn++) {
+        __m512i ql = _mm512_loadu_si512((const void *)(x->ql + 64 * nn));
+        __m512i qh = tbc__k512_bcast256(x->qh + 32 * nn);
+        __m512i h0 = _mm512_and_si512(_mm512_sllv_epi16(qh, tbc__k512_pair16(4, 2)), m30);
+        __m512i h1 = _mm512_and_si512(_mm512_srlv_epi16(qh, tbc__k512_pair16(0, 2)), m30);
+        u[2 * nn] = _mm512_or_si512(_mm512_and_si512(ql, m4), h0);
+        u[2 * nn + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), h1);
+    }
+    // the offset -32 * sum_k s_k * bsum_k is exact in int32, so it goes into the integer sum
+    __m512i s = _mm512_madd_epi16(_mm512_zextsi256_si512(y->bs), _mm512_zextsi256_si512(_mm256_slli_epi16(s16, 5)));
+    s = _mm512_sub_epi32(_mm512_setzero_si512(), s);
+    for (int c = 0; c < 4; c++)
+        s = tbc__k512_dpw(s, _mm512_maddubs_epi16(u[c], y->v[c]),
+                          _mm512_permutexvar_epi16(_mm512_loadu_si512(tbc__k_idx16[c]), sz));
+    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(tbc__k_h2f(x->d) * y->d), *acc);
+}
+// out[i] = row i of W . a for i < nw; 4 rows per pass, rows of the next pass prefetched as a row ends.
+#define TBC__K512_MV(T, BS)                                                                                            \
+    TBC__K_FN void tbc__k512_mv_##T(int64_t nb, int64_t nw, const uint8_t *W, size_t ldw, const uint8_t *A,            \
+                                    float *out) {                                                                      \
+        const tbc__block_q8_K *a = (const tbc__block_q8_K *)(const void *)A;                                           \
+        int64_t i = 0;                                                                                                 \
+        for (; i + 4 <= nw; i += 4) {                                                                                  \
+            const uint8_t *w = W + (size_t)i * ldw;                                                                    \
+            __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;                                  \
+            const int more = i + 8 <= nw;                                                                              \
+            for (int64_t b = 0; b < nb; b++) {                                                                         \
+                const int64_t pb = b + TBC__K_PF_BLOCKS;                                                               \
+                if (pb < nb || more) {                                                                                 \
+                    const uint8_t *p = pb < nb ? w + (size_t)pb * BS : w + 4 * ldw + (size_t)(pb - nb) * BS;           \
+                    for (int r = 0; r < 4; r++) tbc__k512_prefetch_blk(p + (size_t)r * ldw, BS);                       \
+                }                                                                                                      \
+                tbc__k512_mva y;                                                                                       \
+                tbc__k512_mva_##T(a + b, &y);                                                                          \
+                const uint8_t *wb = w + (size_t)b * BS;                                                                \
+                tbc__k512_mv_##T##_blk(wb, &y, &acc0);                                                                 \
+                tbc__k512_mv_##T##_blk(wb + ldw, &y, &acc1);                                                           \
+                tbc__k512_mv_##T##_blk(wb + 2 * ldw, &y, &acc2);                                                       \
+                tbc__k512_mv_##T##_blk(wb + 3 * ldw, &y, &acc3);                                                       \
+            }                                                                                                          \
+            out[i] = _mm512_reduce_add_ps(acc0);                                                                       \
+            out[i + 1] = _mm512_reduce_add_ps(acc1);                                                                   \
+            out[i + 2] = _mm512_reduce_add_ps(acc2);                                                                   \
+            out[i + 3] = _mm512_reduce_add_ps(acc3);                                                                   \
+        }                                                                                                              \
+        for (; i < nw; i++) {                                                                                          \
+            const uint8_t *w = W + (size_t)i * ldw;                                                                    \
+            __m512 acc = _mm512_setzero_ps();                                                                          \
+            for (int64_t b = 0; b < nb; b++) {                                                                         \
+                tbc__k512_mva y;                                                                                       \
+                tbc__k512_mva_##T(a + b, &y);                                                                          \
+                tbc__k512_mv_##T##_blk(w + (size_t)b * BS, &y, &acc);                                                  \
+            }                                                                                                          \
+            out[i] = _mm512_reduce_add_ps(acc);                                                                        \
+        }                                                                                                              \
+    }
+TBC__K512_MV(q4_K, 144)
+TBC__K512_MV(q6_K, 210)
+#undef TBC__K512_MV
 #define TBC__K512_DEF(T, BS, OFF, MIN)                                                                                 \
     TBC__K_FN void tbc__gemm_##T##_avx512(int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw, const void *A,  \
                                        size_t lda, float *out, size_t ldo) {                                           \
@@ -2455,9 +2570,21 @@ TBC__K_DRIVER(k512)
     }
 TBC__K512_DEF(q2_K, 84, 0, 1)
 TBC__K512_DEF(q3_K, 110, 1, 0)
-TBC__K512_DEF(q4_K, 144, 0, 1)
+#define TBC__K512_DEF_MV(T, BS, OFF, MIN)                                                                              \
+    TBC__K_FN void tbc__gemm_##T##_avx512(int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw, const void *A,  \
+                                       size_t lda, float *out, size_t ldo) {                                           \
+        if (na >= TBC__K_PREFILL_NA) {                                                                                 \
+            tbc__k512_gemm(n, nw, na, W, ldw, A, lda, out, ldo, BS, tbc__k512_unpack_##T, OFF, MIN);                   \
+            return;                                                                                                    \
+        }                                                                                                              \
+        for (int64_t j = 0; j < na; j++)                                                                               \
+            tbc__k512_mv_##T(n / TBC__QK_K, nw, (const uint8_t *)W, ldw, (const uint8_t *)A + (size_t)j * lda,         \
+                             out + (size_t)j * ldo);                                                                   \
+    }
+TBC__K512_DEF_MV(q4_K, 144, 0, 1)
 TBC__K512_DEF(q5_K, 176, 0, 1)
-TBC__K512_DEF(q6_K, 210, 1, 0)
+TBC__K512_DEF_MV(q6_K, 210, 1, 0)
+#undef TBC__K512_DEF_MV
 #undef TBC__K512_DEF
 #if defined(__GNUC__) && !defined(__clang__) && defined(__cplusplus)
 #pragma GCC diagnostic pop
@@ -6004,6 +6131,58 @@ static tbc__mat tbc__mat_rows(const tbc__tensor *t, int64_t r0, int64_t r1) {
 
 static int tbc__note_range(tbc_session *s, uint64_t off, uint64_t len, uint64_t stride, uint64_t count);
 
+static int tbc__own(tbc_session *s, void *buf) {
+    void **owned = (void **)TBC_REALLOC(s->owned, sizeof(void *) * (size_t)(s->n_owned + 1));
+    if (!owned) return 0;
+    s->owned = owned;
+    s->owned[s->n_owned++] = buf;
+    return 1;
+}
+
+// A column range that does not fall on quantization blocks (a tensor split finer than a block): the rows are read
+// whole and the slice kept as F32. Only small models (head size below a block) need this.
+static tbc_result tbc__mat_cols_f32(tbc_session *s, const tbc__tensor *t, int64_t c0, int64_t c1, tbc__mat *out,
+                                    tbc_error *err) {
+    size_t full = tbc__row_bytes(t->type, t->ne[0]);
+    int64_t rows = t->ne[1], cols = c1 - c0;
+    float *buf = (float *)TBC_MALLOC(sizeof(float) * (size_t)(rows * cols));
+    float *row = (float *)TBC_MALLOC(sizeof(float) * (size_t)t->ne[0]);
+    uint8_t *raw = (uint8_t *)TBC_MALLOC(full);
+    if (!buf || !row || !raw || !tbc__own(s, buf)) {
+        TBC_FREE(buf); TBC_FREE(row); TBC_FREE(raw);
+        tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "no memory for a slice of '%s'", t->name_z);
+        return TBC_ERR_OUT_OF_MEMORY;
+    }
+    tbc_result rc = TBC_OK;
+    if (!tbc__note_range(s, t->offset, t->bytes, 0, 1)) rc = TBC_ERR_OUT_OF_MEMORY;
+    for (int64_t r = 0; r < rows && !rc; r++) {
+        size_t done = 0;
+        while (done < full) {
+            ssize_t got = pread(s->model->map.fd, raw + done, full - done, (off_t)(t->offset + (uint64_t)r * full + done));
+            if (got < 0 && errno == EINTR) continue;
+            if (got <= 0) {
+                rc = TBC_ERR_IO;
+                tbc__error_set(err, rc, "reading tensor '%s' failed", t->name_z);
+                break;
+            }
+            done += (size_t)got;
+        }
+        if (rc) break;
+        tbc__dequantize(t->type, raw, row, t->ne[0]);
+        memcpy(buf + r * cols, row + c0, sizeof(float) * (size_t)cols);
+    }
+    TBC_FREE(row);
+    TBC_FREE(raw);
+    if (rc) return rc;
+    out->type = TBC_TYPE_F32;
+    out->cols = cols;
+    out->rows = rows;
+    out->ldw = sizeof(float) * (size_t)cols;
+    out->data = (const uint8_t *)buf;
+    s->shard.copied_bytes += out->ldw * (size_t)rows;
+    return TBC_OK;
+}
+
 // A column range: each row's share is copied with pread, so the pages of the other columns are never mapped in.
 static tbc_result tbc__mat_cols(tbc_session *s, const tbc__tensor *t, int64_t c0, int64_t c1, tbc__mat *out,
                                 tbc_error *err) {
@@ -6012,11 +6191,7 @@ static tbc_result tbc__mat_cols(tbc_session *s, const tbc__tensor *t, int64_t c0
         return TBC_OK;
     }
     int blk = tbc__type_block(t->type);
-    if (c0 % blk || c1 % blk) {
-        tbc__error_set(err, TBC_ERR_SHARD, "tensor '%s': columns %lld..%lld of this slice do not fall on %s blocks "
-                       "of %d", t->name_z, (long long)c0, (long long)c1, tbc_type_name(t->type), blk);
-        return TBC_ERR_SHARD;
-    }
+    if (c0 % blk || c1 % blk) return tbc__mat_cols_f32(s, t, c0, c1, out, err);
     size_t full = tbc__row_bytes(t->type, t->ne[0]);
     size_t skip = tbc__row_bytes(t->type, c0), part = tbc__row_bytes(t->type, c1 - c0);
     int64_t rows = t->ne[1];
@@ -6119,20 +6294,30 @@ static tbc_result tbc__session_bind(tbc_session *s, const tbc_session_desc *d, t
                        sh->layer_begin, sh->layer_end, I->n_layer);
         return TBC_ERR_SHARD;
     }
-    if (sh->tp_size < 1 || sh->tp_rank < 0 || sh->tp_rank >= sh->tp_size || sh->tp_size > I->n_head_kv) {
-        tbc__error_set(err, TBC_ERR_SHARD, "tensor slice %d of %d is invalid for %d KV heads", sh->tp_rank,
-                       sh->tp_size, I->n_head_kv);
+    if (sh->tp_size < 1 || sh->tp_rank < 0 || sh->tp_rank >= sh->tp_size || sh->tp_size > I->n_head) {
+        tbc__error_set(err, TBC_ERR_SHARD, "tensor slice %d of %d is invalid for %d attention heads", sh->tp_rank,
+                       sh->tp_size, I->n_head);
         return TBC_ERR_SHARD;
     }
     sh->has_embeddings = sh->layer_begin == 0;
     sh->has_output = d->shard.output ? d->shard.output > 0 : sh->layer_end == I->n_layer;
     int64_t hb, he, fb, fe;
-    tbc__split_range(I->n_head_kv, 1, sh->tp_size, sh->tp_rank, &hb, &he);
-    sh->head_kv_begin = (int)hb;
-    sh->head_kv_end = (int)he;
     int group = I->n_head / I->n_head_kv, hd = I->head_dim;
-    s->n_kv_local = (int)(he - hb);
-    s->n_head_local = s->n_kv_local * group;
+    // Query heads are split; each node holds the KV heads its query heads use (neighbours may share one, and both
+    // compute it). Whole KV groups when that gives every node a share; and the output projection's columns on its
+    // quantization blocks when possible (else that slice is kept dequantized, see tbc__mat_cols).
+    const tbc__tensor *wo0 = m->layers[sh->layer_begin].wo;
+    int64_t qunit = group, blk = tbc__type_block(wo0->type);
+    while (qunit * hd % blk != 0 && qunit < I->n_head) qunit += group;
+    if (qunit * hd % blk != 0 || I->n_head / qunit < sh->tp_size) qunit = group;
+    if (I->n_head / qunit < sh->tp_size) qunit = 1;
+    tbc__split_range(I->n_head, qunit, sh->tp_size, sh->tp_rank, &hb, &he);
+    sh->head_begin = (int)hb;
+    sh->head_end = (int)he;
+    sh->head_kv_begin = (int)(hb / group);
+    sh->head_kv_end = (int)((he + group - 1) / group);
+    s->n_head_local = (int)(he - hb);
+    s->n_kv_local = sh->head_kv_end - sh->head_kv_begin;
     // FFN rows split on the block size of ffn_down's columns (its rows are what gets sliced by column).
     const tbc__tensor *down0 = m->layers[sh->layer_begin].w_down;
     int64_t unit = tbc__type_block(down0->type);
@@ -6152,7 +6337,7 @@ static tbc_result tbc__session_bind(tbc_session *s, const tbc_session_desc *d, t
         return TBC_ERR_OUT_OF_MEMORY;
     }
     memset(s->layers, 0, sizeof(tbc__layer) * (size_t)n_local);
-    int64_t q0 = hb * group * hd, q1 = he * group * hd, k0 = hb * hd, k1 = he * hd;
+    int64_t q0 = hb * hd, q1 = he * hd, k0 = (int64_t)sh->head_kv_begin * hd, k1 = (int64_t)sh->head_kv_end * hd;
     tbc_result rc;
     uint64_t wbytes = 0;
     for (int l = 0; l < n_local; l++) {
@@ -6491,7 +6676,7 @@ static void tbc__attn_task(void *arg, int64_t b, int64_t e, int thread) {
     float scale = 1.0f / sqrtf((float)hd);
     for (int64_t it = b; it < e; it++) {
         int64_t t = it / nh;
-        int h = (int)(it % nh), kvh = h / group;
+        int h = (int)(it % nh), kvh = (s->shard.head_begin + h) / group - s->shard.head_kv_begin;
         const float *q = s->q + (size_t)t * (size_t)nh * hd + (size_t)h * hd;
         float *out = s->att + (size_t)t * (size_t)nh * hd + (size_t)h * hd;
         int64_t len = j->pos0 + t + 1;

@@ -965,9 +965,9 @@ static tbc_result tbc__cluster_plan(tbc__cluster *c, const tbc_model *m, const t
     int world = c->n_peers + 1;
     int split = (int)c->desc.split;
     if (split == TBC_SPLIT_AUTO) split = world <= I->n_head_kv ? TBC_SPLIT_TENSOR : TBC_SPLIT_PIPELINE;
-    if (split == TBC_SPLIT_TENSOR && world > I->n_head_kv) {
-        tbc__error_set(err, TBC_ERR_SHARD, "a tensor split over %d nodes needs at least %d KV heads; the model has %d",
-                       world, world, I->n_head_kv);
+    if (split == TBC_SPLIT_TENSOR && world > I->n_head) {
+        tbc__error_set(err, TBC_ERR_SHARD, "a tensor split over %d nodes needs at least %d heads; the model has %d",
+                       world, world, I->n_head);
         return TBC_ERR_SHARD;
     }
     if (split == TBC_SPLIT_PIPELINE && world > I->n_layer) {

@@ -154,10 +154,16 @@ int main(void) {
             {peers1, TBC_SPLIT_TENSOR, TBC_SYNC_Q8_0, "2 nodes, tensor, Q8_0 sync", 0.5f},
             {peers1, TBC_SPLIT_PIPELINE, TBC_SYNC_F32, "2 nodes, pipeline", 1e-4f},
             {peers2, TBC_SPLIT_PIPELINE, TBC_SYNC_F32, "3 nodes, pipeline", 1e-4f},
+            // 8 query heads, 4 KV heads, 3 nodes: 2+2+4 heads. In the Q8_0/Q4_0 files a slice of the output projection
+            // is narrower than a quantization block (head size 8 < 32): that slice runs dequantized, without the
+            // activation rounding the whole model has, hence the looser bound.
+            {peers2, TBC_SPLIT_TENSOR, TBC_SYNC_F32, "3 nodes, tensor, 8 heads", 1e-4f},
         };
         // F16 weights take their activations rounded to F16 (as llama.cpp does): a sum added in another order can
-        // round one activation the other way, which moves logits by ~1e-3; every other type agrees to 1e-4 or exactly.
-        if (strstr(path, "f16")) runs[0].tol = runs[2].tol = runs[3].tol = 5e-3f;
+        // round one activation the other way, which moves logits by ~1e-3 (the fixtures' F16 tolerance, 2e-2, is
+        // used); every other type agrees to 1e-4 or exactly.
+        if (strstr(path, "f16")) runs[0].tol = runs[2].tol = runs[3].tol = runs[4].tol = 2e-2f;
+        if (strstr(path, "q8_0") || strstr(path, "q4_0")) runs[4].tol = 0.5f;
         for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
             tbc_result rc;
             int n = greedy(m, runs[r].peers, runs[r].split, runs[r].sync, NULL, prompt, 5, 20, ids, logits, &err, &rc);

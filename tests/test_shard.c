@@ -217,8 +217,8 @@ int main(void) {
     CHECK(rc == TBC_ERR_SHARD && !s, "layer range past the model: %s", err.message);
     s = shard_session(m, 0, 0, 2, 2, 0, &rc, &err);
     CHECK(rc == TBC_ERR_SHARD && !s, "rank outside the slice count: %s", err.message);
-    s = shard_session(m, 0, 0, 0, info.n_head_kv + 1, 0, &rc, &err);
-    CHECK(rc == TBC_ERR_SHARD && !s, "more slices than KV heads: %s", err.message);
+    s = shard_session(m, 0, 0, 0, info.n_head + 1, 0, &rc, &err);
+    CHECK(rc == TBC_ERR_SHARD && !s, "more slices than attention heads: %s", err.message);
     tbc_session_destroy(whole);
     tbc_model_destroy(m);
     printf("test_shard: %d passed, %d failed\n", passed, failed);
