@@ -119,6 +119,36 @@ static float max_diff(const float *a, const float *b, int n) {
     return w;
 }
 
+// Raw bytes to a node: it must drop the connection (logging why) and go on serving the next coordinator.
+static int send_raw(int port, const void *bytes, size_t n) {
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    int fd;
+    tbc_error err;
+    if (tbc__sock_connect(addr, 2.0, &fd, &err) != TBC_OK) return 0;
+    ssize_t w = write(fd, bytes, n);
+    usleep(200000);
+    close(fd);
+    return w == (ssize_t)n;
+}
+
+// A fake peer that answers every connection with a HELLO frame of protocol version 2.
+typedef struct fake_peer { int fd, port; } fake_peer;
+static void *fake_v2(void *arg) {
+    fake_peer *f = (fake_peer *)arg;
+    int c = accept(f->fd, NULL, NULL);
+    if (c < 0) return NULL;
+    uint8_t frame[64 + 32];
+    memset(frame, 0, sizeof frame);
+    tbc__put_u32(frame, TBC__FRAME_MAGIC);
+    tbc__put_u16(frame + 4, 2);
+    tbc__put_u16(frame + 6, TBC__MSG_HELLO);
+    if (write(c, frame, sizeof frame) < 0) {}
+    usleep(300000);
+    close(c);
+    return NULL;
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     const char *models[] = {"../shared/models/stories260K-f32.gguf", "../shared/models/stories260K-f16.gguf",
@@ -227,6 +257,50 @@ int main(void) {
         n = greedy(m, peers, TBC_SPLIT_TENSOR, TBC_SYNC_F32, "correct horse battery staple", prompt, 5, 20, ids, NULL, &err, &rc);
         CHECK(n == n_ref && !memcmp(ids, ref, sizeof(int32_t) * (size_t)n_ref), "the right key works (%s)", n < 0 ? err.message : "");
         node_stop(&k, SIGTERM);
+
+        // Malformed input: garbage, a bad magic, a frame of another version, an oversized length, a message out of
+        // order. Each connection is dropped with a log line and the node goes on serving.
+        {
+            node g;
+            CHECK(node_start(&g, path, NULL, NULL, 0), "a node starts for bad input");
+            uint8_t frame[32];
+            memset(frame, 0, sizeof frame);
+            tbc__put_u32(frame, TBC__FRAME_MAGIC);
+            tbc__put_u16(frame + 4, 2);
+            tbc__put_u16(frame + 6, TBC__MSG_HELLO);
+            const char *http = "GET / HTTP/1.1\r\nHost: node\r\nAccept: */*\r\n\r\n";
+            CHECK(send_raw(g.port, http, strlen(http)), "send garbage");
+            CHECK(send_raw(g.port, frame, sizeof frame), "send a version-2 frame");
+            tbc__put_u16(frame + 4, TBC__PROTOCOL_VERSION);
+            tbc__put_u32(frame + 8, 0x7fffffffu);
+            CHECK(send_raw(g.port, frame, sizeof frame), "send an oversized frame");
+            tbc__put_u32(frame + 8, 0);
+            tbc__put_u16(frame + 6, TBC__MSG_EVAL);
+            CHECK(send_raw(g.port, frame, sizeof frame), "send a message out of order");
+            usleep(300000);
+            CHECK(log_has(&g, "bad magic"), "garbage is named: bad magic");
+            CHECK(log_has(&g, "speaks protocol version 2, this node speaks 1"), "another version is named");
+            CHECK(log_has(&g, "2147483647-byte message"), "an oversized length is refused before reading");
+            CHECK(log_has(&g, "not expected now"), "a message out of order is refused");
+            snprintf(peers, sizeof peers, "127.0.0.1:%d", g.port);
+            n = greedy(m, peers, TBC_SPLIT_TENSOR, TBC_SYNC_F32, NULL, prompt, 5, 20, ids, NULL, &err, &rc);
+            CHECK(n == n_ref && !memcmp(ids, ref, sizeof(int32_t) * (size_t)n_ref), "after all that the node still serves (%s)",
+                  n < 0 ? err.message : "");
+            node_stop(&g, SIGTERM);
+            // and the coordinator's side of another version
+            fake_peer f;
+            tbc_error e2;
+            if (tbc__sock_listen("127.0.0.1:0", &f.fd, &f.port, &e2) == TBC_OK) {
+                pthread_t th;
+                pthread_create(&th, NULL, fake_v2, &f);
+                snprintf(peers, sizeof peers, "127.0.0.1:%d", f.port);
+                n = greedy(m, peers, TBC_SPLIT_TENSOR, TBC_SYNC_F32, NULL, prompt, 5, 4, ids, NULL, &err, &rc);
+                CHECK(n < 0 && rc == TBC_ERR_VERSION && strstr(err.message, "protocol version 2"), "the coordinator names "
+                      "a peer's other version (%s)", err.message);
+                pthread_join(th, NULL);
+                close(f.fd);
+            }
+        }
 
         // Another model: refused on both sides.
         if (have_shared) {
