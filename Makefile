@@ -4,8 +4,7 @@
 #   examples/NAME.c    -> build/examples/NAME
 #   tests/test_NAME.c  -> build/tests/test_NAME  (self-checking; run from the repository root)
 #
-# Every program is one C file that includes tbcluster.h, so each depends on the header and on parts/*.h (which the
-# header includes while it is being developed). Variables you may set: CC, ARCH_FLAGS (default -march=native on
+# Every program is one C file that includes tbcluster.h, so each depends on the header. Variables you may set: CC, ARCH_FLAGS (default -march=native on
 # x86), CFLAGS, MODEL, PROMPT, FUZZ_SECONDS, JOBS, SHARED, NO_DEPS=1 (skip tools/deps.sh).
 
 CC ?= cc
@@ -62,7 +61,7 @@ FUZZ_MAX_LEN ?= 2097152
 FUZZ_CFLAGS = -std=c11 -O1 -g $(WARN) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -pthread \
               $(CPPFLAGS)
 
-HEADER_DEPS := tbcluster.h $(wildcard parts/*.h)
+HEADER_DEPS := tbcluster.h
 TOOL_SRCS := $(wildcard tools/*.c)
 EXAMPLE_SRCS := $(wildcard examples/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)

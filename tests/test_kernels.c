@@ -387,12 +387,8 @@ int main(void) {
         const tbc_type ts[] = {TBC_TYPE_F32, TBC_TYPE_F16, TBC_TYPE_BF16, TBC_TYPE_Q4_0, TBC_TYPE_Q4_1,
                                TBC_TYPE_Q5_0, TBC_TYPE_Q5_1, TBC_TYPE_Q8_0};
         for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) test_gemm_type(ts[i]);
-#if defined(TBC__KSTUB)
-        printf("SKIP: K-quant gemm dispatch (parts/kernels_k.h is a stub in this build)\n");
-#else
         const tbc_type ks[] = {TBC_TYPE_Q2_K, TBC_TYPE_Q3_K, TBC_TYPE_Q4_K, TBC_TYPE_Q5_K, TBC_TYPE_Q6_K};
         for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++) test_gemm_type(ks[i]);
-#endif
     }
     test_vectors();
     test_public();

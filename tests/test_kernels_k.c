@@ -1,4 +1,4 @@
-// Tests for parts/kernels_k.h: K-quant layouts, Q8_K activation quantization (hand-computed cases, SIMD == scalar
+// Tests for the K-quant kernels (tbcluster.h, >>k-quants): K-quant layouts, Q8_K activation quantization (hand-computed cases, SIMD == scalar
 // bit for bit), every compiled SIMD gemm path against the scalar reference and against a double-precision dot of the
 // dequantized operands, quantizer error bounds, and (when ../shared is present) dequantization of real llama.cpp
 // files against their F32 originals.

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Generate parts/unicode_tables.h: the Unicode classes the BPE pre-tokenizers need.
+"""Generate the Unicode tables of tbcluster.h: the classes the BPE pre-tokenizers need.
 
 Usage (from the repository root):
-    python3 tools/gen_unicode.py [UnicodeData.txt [PropList.txt]] > parts/unicode_tables.h
+    python3 tools/gen_unicode.py [UnicodeData.txt [PropList.txt]] > /tmp/unicode_tables.h
+and replace the tables in tbcluster.h's `// >>tokenizer: unicode tables` section with its output.
 
-Defaults read Debian's `unicode-data` package (/usr/share/unicode/). The committed file was made with
+Defaults read Debian's `unicode-data` package (/usr/share/unicode/). The committed tables were made with
 unicode-data 15.0.0-1 (PropList-15.0.0.txt).
 
 What is generated (the classes llama.cpp's unicode.cpp uses for \\p{L}, \\p{N}, \\s):
