@@ -243,6 +243,7 @@ typedef struct tbc_shard_info {
     int head_begin, head_end;            // this node's query heads
     int head_kv_begin, head_kv_end;      // the KV heads they use (a KV head may be held by two neighbours)
     int ff_begin, ff_end;                // this node's FFN rows
+    int vocab_begin, vocab_end;          // this node's rows of the output matrix (logits)
     int has_embeddings, has_output;
     uint64_t weight_bytes;               // bytes of weights this node holds
     uint64_t copied_bytes;               // of which copied out of the file (column slices), the rest is mapped
@@ -284,6 +285,16 @@ typedef struct tbc_node_desc {
 } tbc_node_desc;
 TBC_API tbc_result tbc_node_serve(const tbc_node_desc *d);
 
+// Traffic and time spent communicating, on the coordinator, since the session was created (zeros on one node).
+typedef struct tbc_cluster_stats {
+    int n_peers;
+    int split;                    // TBC_SPLIT_TENSOR or TBC_SPLIT_PIPELINE
+    uint64_t allreduces;          // tensor split: all-reduces done
+    double comm_seconds;          // waiting for and exchanging partial sums (tensor) or hidden states (pipeline)
+    uint64_t shard_bytes_sent;    // shard bytes sent to nodes without the model file
+    uint64_t bytes_sent[64], bytes_received[64];  // per peer link, frames included
+} tbc_cluster_stats;
+
 typedef struct tbc_session tbc_session;
 
 typedef struct tbc_session_desc {
@@ -305,6 +316,8 @@ TBC_API tbc_result tbc_session_create(const tbc_session_desc *d, tbc_session **o
 TBC_API void tbc_session_destroy(tbc_session *s);  // accepts NULL
 TBC_API const tbc_error *tbc_session_last_error(const tbc_session *s);
 TBC_API void tbc_session_shard_info(const tbc_session *s, tbc_shard_info *info);
+struct tbc_cluster_stats;
+TBC_API void tbc_session_cluster_stats(const tbc_session *s, struct tbc_cluster_stats *stats);
 
 // Appends n tokens at the current position and runs the forward pass. Afterwards tbc_session_logits() holds the
 // logits of the last token. TBC_ERR_CONTEXT_FULL (nothing evaluated) if they don't fit. Not thread-safe per session.
@@ -6545,6 +6558,7 @@ static tbc_result tbc__cluster_eval_begin(tbc_session *s, const int32_t *tokens,
 static tbc_result tbc__cluster_pipeline(tbc_session *s, int64_t pos, int64_t n);
 static tbc_result tbc__cluster_check(tbc_session *s);
 static tbc_result tbc__cluster_failed(tbc_session *s);
+static tbc_result tbc__cluster_gather_logits(tbc_session *s);
 static void tbc__cluster_free(tbc__cluster *c);
 
 static const float *tbc__vec(const tbc__tensor *t, int64_t offset) {
@@ -6808,7 +6822,12 @@ static tbc_result tbc__session_bind(tbc_session *s, const tbc_session_desc *d, t
         s->embd = tbc__mat_rows(m->tok_embd, 0, m->tok_embd->ne[1]);
     }
     if (sh->has_output) {
-        s->output = tbc__mat_rows(m->output, 0, m->output->ne[1]);
+        // With a tensor split every rank computes a share of the logits (the output matrix is the largest one).
+        int64_t vb = 0, ve = m->output->ne[1];
+        if (sh->tp_size > 1) tbc__split_range(m->output->ne[1], 1, sh->tp_size, sh->tp_rank, &vb, &ve);
+        sh->vocab_begin = (int)vb;
+        sh->vocab_end = (int)ve;
+        s->output = tbc__mat_rows(m->output, vb, ve);
         s->out_norm = tbc__vec(m->out_norm, 0);
         wbytes += tbc__mat_bytes(&s->output);
     }
@@ -7221,6 +7240,15 @@ static void tbc__forward_layers(tbc_session *s, int64_t pos0, int64_t n) {
     }
 }
 
+// This node's share of the logits of batch row t (the whole vocabulary on one node).
+static void tbc__logits(tbc_session *s, int64_t t) {
+    size_t d = (size_t)s->model->info.n_embd;
+    tbc__act_cache c;
+    memset(&c, 0, sizeof c);
+    tbc__rmsnorm(s->xn, s->x + (size_t)t * d, s->out_norm, (int64_t)d, s->model->info.rms_eps);
+    tbc__matmul(s, &c, &s->output, s->xn, d, 1, s->logits + s->shard.vocab_begin, (size_t)s->output.rows);
+}
+
 TBC__DEF tbc_result tbc_session_eval(tbc_session *s, const int32_t *tokens, int64_t n) {
     const tbc_model *m = s->model;
     const tbc_model_info *I = &m->info;
@@ -7258,10 +7286,8 @@ TBC__DEF tbc_result tbc_session_eval(tbc_session *s, const int32_t *tokens, int6
         if (s->cluster && (rc = tbc__cluster_check(s)) != TBC_OK) return rc;
         s->pos += nb;
         if (b + nb == n) {
-            tbc__act_cache c;
-            memset(&c, 0, sizeof c);
-            tbc__rmsnorm(s->xn, s->x + (size_t)(nb - 1) * d, s->out_norm, (int64_t)d, I->rms_eps);
-            tbc__matmul(s, &c, &s->output, s->xn, d, 1, s->logits, (size_t)I->n_vocab);
+            tbc__logits(s, nb - 1);
+            if (s->cluster && tbc__cluster_gather_logits(s) != TBC_OK) return tbc__cluster_failed(s);
         }
     }
     return TBC_OK;
@@ -8003,7 +8029,7 @@ static void tbc__wb_str(tbc__wbuf *w, const char *s) {
 enum {
     TBC__MSG_HELLO = 1, TBC__MSG_AUTH = 2, TBC__MSG_ERROR = 3, TBC__MSG_PLAN = 4, TBC__MSG_NEED = 5,
     TBC__MSG_DATA = 6, TBC__MSG_READY = 7, TBC__MSG_EVAL = 8, TBC__MSG_PARTIAL = 9, TBC__MSG_SUM = 10,
-    TBC__MSG_HIDDEN = 11, TBC__MSG_HEARTBEAT = 12, TBC__MSG_BYE = 13
+    TBC__MSG_HIDDEN = 11, TBC__MSG_HEARTBEAT = 12, TBC__MSG_BYE = 13, TBC__MSG_LOGITS = 14
 };
 #define TBC__BIT(t) ((uint64_t)1 << (t))
 #define TBC__HELLO_MAX 4096
@@ -8531,6 +8557,43 @@ static void tbc__coord_allreduce(void *comm, float *x, int64_t n) {
     c->comm_seconds += tbc__now() - t0;
 }
 
+TBC__DEF void tbc_session_cluster_stats(const tbc_session *s, tbc_cluster_stats *st) {
+    memset(st, 0, sizeof *st);
+    const tbc__cluster *c = s->cluster;
+    if (!c) return;
+    st->n_peers = c->n_peers;
+    st->split = c->split;
+    st->allreduces = c->allreduces;
+    st->comm_seconds = c->comm_seconds;
+    st->shard_bytes_sent = c->shard_bytes_sent;
+    for (int i = 0; i < c->n_peers && i < 64; i++) {
+        st->bytes_sent[i] = c->peers[i].link.bytes_sent;
+        st->bytes_received[i] = c->peers[i].link.bytes_received;
+    }
+}
+
+// Tensor split: every worker sends its share of the last token's logits (rank order, contiguous rows).
+static tbc_result tbc__cluster_gather_logits(tbc_session *s) {
+    tbc__cluster *c = s->cluster;
+    if (c->split != TBC_SPLIT_TENSOR) return TBC_OK;
+    int32_t nv = s->model->info.n_vocab;
+    for (int i = 0; i < c->n_peers; i++) {
+        int64_t vb, ve;
+        tbc__split_range(nv, 1, c->n_peers + 1, i + 1, &vb, &ve);
+        uint16_t type;
+        uint32_t got;
+        tbc_result rc = tbc__link_recv(&c->peers[i].link, TBC__BIT(TBC__MSG_LOGITS), &type, s->logits + vb,
+                                       (size_t)(ve - vb) * 4, &got, tbc__now() + tbc__timeout(c), &c->err);
+        if (!rc && got != (uint32_t)(ve - vb) * 4) {
+            rc = TBC_ERR_PROTOCOL;
+            tbc__error_set(&c->err, rc, "peer %s sent %u bytes of logits, expected %lld", c->peers[i].addr, got,
+                           (long long)((ve - vb) * 4));
+        }
+        if (rc) { c->broken = 1; return rc; }
+    }
+    return TBC_OK;
+}
+
 // Before rank 0 runs a batch: the workers get the tokens (tensor split), or after rank 0's layers the hidden state
 // travels through each worker's layers in order and comes back (pipeline split).
 static tbc_result tbc__cluster_eval_begin(tbc_session *s, const int32_t *tokens, int64_t pos, int64_t n) {
@@ -8706,7 +8769,7 @@ static tbc_result tbc__worker_session(tbc__worker *w, const tbc_node_desc *d, tb
     sd.shard.layer_end = pl->layer_end;
     sd.shard.tp_rank = pl->tp_rank;
     sd.shard.tp_size = pl->tp_size;
-    sd.shard.output = -1;  // rank 0 computes the logits
+    sd.shard.output = pl->split == TBC_SPLIT_TENSOR ? 1 : -1;  // tensor split: a share of the logits; pipeline: rank 0
     tbc_result rc;
     if (own) {
         uint8_t id[32];
@@ -8873,6 +8936,9 @@ static tbc_result tbc__serve_coordinator(int fd, const char *peer, const tbc_nod
             if (rc) { tbc__error_set(err, rc, "coordinator sent a token outside the vocabulary"); break; }
             tbc__forward_layers(w.s, (int64_t)pos, cnt);
             if (w.failed) { rc = w.err.code ? w.err.code : TBC_ERR_PEER_LOST; *err = w.err; break; }
+            tbc__logits(w.s, (int64_t)cnt - 1);
+            rc = tbc__link_send(&w.link, TBC__MSG_LOGITS, w.s->logits + w.s->shard.vocab_begin,
+                                (size_t)w.s->output.rows * 4, tbc__now() + w.timeout, err);
         } else {
             memcpy(w.s->x, w.wire + 16, (size_t)cnt * d_embd * 4);
             tbc__forward_layers(w.s, (int64_t)pos, cnt);

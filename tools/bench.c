@@ -17,6 +17,7 @@ static double now(void) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: bench -m MODEL [-t THREADS] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-r REPEATS] [--json]\n"
+               "             [--peers host:port,... [--split tensor|pipeline] [--sync f32|q8_0] [--key-file F]]\n"
                "  prints prefill and decode tokens/s, weight bytes read per token, the effective GB/s, and the\n"
                "  memory read bandwidth measured in the same run (same thread count) with the ratio.\n"
                "  defaults: -t all CPUs, -p 128, -n 64, -r 3\n");
@@ -62,6 +63,9 @@ static double measure_bandwidth(int threads, size_t bytes) {
 int main(int argc, char **argv) {
     const char *path = NULL;
     int threads = 0, n_prompt = 128, n_gen = 64, reps = 3, json = 0;
+    tbc_cluster_desc cd;
+    memset(&cd, 0, sizeof cd);
+    static char key[4096];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
@@ -72,6 +76,28 @@ int main(int argc, char **argv) {
         long x = strtol(v, &end, 10);
         int numeric = *v && !*end;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) { path = v; continue; }
+        if (!strcmp(a, "--peers")) { cd.peers = v; continue; }
+        if (!strcmp(a, "--split")) {
+            if (!strcmp(v, "tensor")) cd.split = TBC_SPLIT_TENSOR;
+            else if (!strcmp(v, "pipeline")) cd.split = TBC_SPLIT_PIPELINE;
+            else if (strcmp(v, "auto")) { fprintf(stderr, "bench: --split expects tensor, pipeline or auto, got '%s'\n", v); return 2; }
+            continue;
+        }
+        if (!strcmp(a, "--sync")) {
+            if (!strcmp(v, "q8_0")) cd.sync = TBC_SYNC_Q8_0;
+            else if (strcmp(v, "f32")) { fprintf(stderr, "bench: --sync expects f32 or q8_0, got '%s'\n", v); return 2; }
+            continue;
+        }
+        if (!strcmp(a, "--key-file")) {
+            FILE *kf = fopen(v, "rb");
+            size_t kn = kf ? fread(key, 1, sizeof key, kf) : 0;
+            if (kf) fclose(kf);
+            while (kn && (key[kn - 1] == '\n' || key[kn - 1] == '\r')) kn--;
+            if (!kn) { fprintf(stderr, "bench: cannot read a key from '%s'\n", v); return 2; }
+            cd.key = key;
+            cd.key_len = kn;
+            continue;
+        }
         if (!numeric || x < 0 || x > 100000) { fprintf(stderr, "bench: %s expects a number, got '%s'\n", a, v); return 2; }
         if (!strcmp(a, "-t") || !strcmp(a, "--threads")) threads = (int)x;
         else if (!strcmp(a, "-p")) n_prompt = (int)x;
@@ -99,6 +125,13 @@ int main(int argc, char **argv) {
     sd.n_batch = n_prompt > 0 ? n_prompt : 1;
     sd.prefault = 1;
     sd.error = &err;
+    if (cd.peers) {
+        if (!cd.key && getenv("TBC_CLUSTER_KEY") && getenv("TBC_CLUSTER_KEY")[0]) {
+            cd.key = getenv("TBC_CLUSTER_KEY");
+            cd.key_len = strlen(getenv("TBC_CLUSTER_KEY"));
+        }
+        sd.cluster = &cd;
+    }
     tbc_session *s;
     double t_load = now();
     if (tbc_session_create(&sd, &s) != TBC_OK) { fprintf(stderr, "bench: %s\n", err.message); tbc_model_destroy(m); return 1; }
@@ -109,7 +142,8 @@ int main(int argc, char **argv) {
     uint64_t x = 12345;
     for (int i = 0; i < n_prompt; i++) { x = x * 6364136223846793005ull + 1442695040888963407ull; toks[i] = (int32_t)((x >> 33) % (uint64_t)info.n_vocab); }
     if (n_prompt > 0) toks[0] = info.bos >= 0 ? info.bos : toks[0];
-    double pf_sum = 0, dc_sum = 0;
+    double pf_sum = 0, dc_sum = 0, comm_ms = 0, ar_us = 0, link_bytes[64] = {0};
+    int n_peers = 0;
     int pf_n = 0, dc_n = 0;
     for (int rep = -1; rep < reps; rep++) {  // rep -1: warm-up
         tbc_session_rewind(s, 0);
@@ -120,6 +154,8 @@ int main(int argc, char **argv) {
             if (rep >= 0) { pf_sum += n_prompt / dt; pf_n++; }
         }
         int32_t t = info.bos >= 0 ? info.bos : 1;
+        tbc_cluster_stats st0;
+        tbc_session_cluster_stats(s, &st0);
         double t0 = now();
         for (int i = 0; i < n_gen; i++) {
             if (tbc_session_eval(s, &t, 1) != TBC_OK) { fprintf(stderr, "bench: %s\n", tbc_session_last_error(s)->message); return 1; }
@@ -130,11 +166,25 @@ int main(int argc, char **argv) {
         }
         double dt = now() - t0;
         if (rep >= 0 && n_gen > 0) { dc_sum += n_gen / dt; dc_n++; }
+        tbc_cluster_stats st1;
+        tbc_session_cluster_stats(s, &st1);
+        if (rep >= 0 && n_gen > 0 && st1.n_peers) {
+            comm_ms += (st1.comm_seconds - st0.comm_seconds) * 1e3 / n_gen;
+            ar_us += st1.allreduces > st0.allreduces ? (st1.comm_seconds - st0.comm_seconds) * 1e6 / (double)(st1.allreduces - st0.allreduces) : 0;
+            for (int p = 0; p < st1.n_peers; p++)
+                link_bytes[p] += (double)(st1.bytes_sent[p] - st0.bytes_sent[p] + st1.bytes_received[p] - st0.bytes_received[p]) / n_gen;
+            n_peers = st1.n_peers;
+        }
     }
     double pf = pf_n ? pf_sum / pf_n : 0, dc = dc_n ? dc_sum / dc_n : 0;
     double gb_tok = (double)si.streamed_bytes / 1e9;
     double eff = dc * gb_tok;
     tbc_session_destroy(s);
+    if (n_peers && dc_n) {
+        comm_ms /= dc_n;
+        ar_us /= dc_n;
+        for (int p = 0; p < n_peers; p++) link_bytes[p] /= dc_n;
+    }
     double bw = measure_bandwidth(threads, (size_t)1 << 30);
     const char *tn = tbc_type_name(info.main_type);
     if (json) {
@@ -152,6 +202,14 @@ int main(int argc, char **argv) {
         printf("effective    %8.2f GB/s    (decode tok/s x bytes per token)\n", eff);
         printf("memory read  %8.2f GB/s    (measured now, %d threads, 1 GiB buffer)\n", bw, threads);
         printf("ratio        %8.2f        (effective / measured)\n", bw > 0 ? eff / bw : 0);
+        if (n_peers) {
+            printf("cluster      %d nodes; this node holds %.1f MB of the weights (the bytes above)\n", n_peers + 1,
+                   gb_tok * 1e3);
+            printf("comm         %8.2f ms per token waiting for and exchanging sums%s\n", comm_ms,
+                   cd.split == TBC_SPLIT_PIPELINE ? " (pipeline: includes the other nodes' layers)" : "");
+            if (ar_us > 0) printf("all-reduce   %8.1f us each (a %d-float hidden vector, including waiting for the slowest node)\n", ar_us, info.n_embd);
+            for (int p = 0; p < n_peers; p++) printf("link %d       %8.1f KB per token (both directions)\n", p + 1, link_bytes[p] / 1e3);
+        }
     }
     free(toks);
     tbc_model_destroy(m);
