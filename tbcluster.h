@@ -277,6 +277,7 @@ typedef struct tbc_node_desc {
     int insecure;                 // allow listening on a network address without a key
     int n_threads;                // 0 = all CPUs
     const char *cache_dir;        // where received shards are kept; NULL = "tbc-cache"
+    uint64_t mem_limit;           // bytes this node offers (pipeline shares follow it); 0 = the free memory
     const char *name;
     double timeout;               // 0 = 2 s
     volatile int *stop;
@@ -8863,6 +8864,7 @@ static tbc_result tbc__serve_coordinator(int fd, const char *peer, const tbc_nod
     snprintf(w.link.peer, sizeof w.link.peer, "%s", peer);
     tbc__hello mine, theirs;
     tbc__hello_fill(&mine, 1, d->name, own, d->n_threads);
+    if (d->mem_limit && (!mine.mem_usable || d->mem_limit < mine.mem_usable)) mine.mem_usable = d->mem_limit;
     tbc_model *cache_model = NULL;
     uint8_t buf[TBC__HELLO_MAX];
     uint16_t type;

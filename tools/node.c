@@ -20,6 +20,7 @@ static void usage(FILE *f) {
         "      --insecure          allow a network address without a key\n"
         "  -t, --threads N         threads (default: all CPUs)\n"
         "      --cache-dir DIR     where received shards are kept (default: tbc-cache)\n"
+        "      --mem-limit BYTES   memory this node offers (e.g. 8G); pipeline shares follow it (default: free memory)\n"
         "      --name NAME         this node's name in logs (default: host name)\n"
         "      --timeout S         seconds before a silent coordinator is dropped (x10 when idle; default 2)\n"
         "  -v, --verbose           debug logging\n"
@@ -64,7 +65,16 @@ int main(int argc, char **argv) {
             d.timeout = atof(v);
             if (!(d.timeout > 0)) { fprintf(stderr, "node: --timeout expects seconds, got '%s'\n", v); return 2; }
         } else if (!strcmp(a, "--mem-limit")) {
-            (void)NEXT();  // accepted for the plan; memory is reported from the system
+            const char *v = NEXT();
+            char *end;
+            double x = strtod(v, &end);
+            double mult = *end == 'K' || *end == 'k' ? 1024.0 : *end == 'M' || *end == 'm' ? 1048576.0 :
+                          *end == 'G' || *end == 'g' ? 1073741824.0 : *end ? -1 : 1;
+            if (!(x > 0) || mult < 0 || (*end && end[1])) {
+                fprintf(stderr, "node: --mem-limit expects bytes (e.g. 8G, 512M), got '%s'\n", v);
+                return 2;
+            }
+            d.mem_limit = (uint64_t)(x * mult);
         } else { fprintf(stderr, "node: unknown argument '%s' (see --help)\n", a); return 2; }
 #undef NEXT
     }
