@@ -6374,7 +6374,7 @@ static void tbc__pool_run_items(tbc__pool *p, uint32_t job, int thread) {
     for (;;) {
         uint64_t t = __atomic_load_n(&p->ticket, __ATOMIC_ACQUIRE);
         for (;;) {
-            if ((uint32_t)(t >> 32) != job) return;
+            if ((uint32_t)(t >> 32) != job || (t & 0xffffffffu) == 0xffffffffu) return;  // another job, or closed
             int64_t idx = (int64_t)(t & 0xffffffffu);
             if (idx * p->chunk >= p->n_items) return;
             if (__atomic_compare_exchange_n(&p->ticket, &t, t + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
@@ -6474,6 +6474,9 @@ static void tbc__pool_for(tbc__pool *p, int64_t n_items, int64_t chunk, tbc__tas
         fn(arg, 0, n_items, 0);
         return;
     }
+    // Close the previous job's ticket before its parameters are overwritten: a worker that read them late can then
+    // no longer claim a chunk (its compare-and-swap fails) and so never runs or counts part of the new job.
+    __atomic_store_n(&p->ticket, ((uint64_t)p->job << 32) | 0xffffffffu, __ATOMIC_SEQ_CST);
     p->fn = fn;
     p->arg = arg;
     p->n_items = n_items;
