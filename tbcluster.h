@@ -266,7 +266,35 @@ typedef struct tbc_cluster_desc {
     tbc_sync sync;                // activation sums on the wire: F32 (exact) or Q8_0 (a quarter of the bytes)
     double timeout;               // seconds before a silent peer is an error; 0 = 2
     const char *name;             // this node's name in the others' logs; NULL = host name
+    int no_local;                 // 1: this node holds no share (it tokenizes, samples, sums; the peers compute)
 } tbc_cluster_desc;
+
+// A plan: who holds what (tbc_session_plan works it out without loading anything; sessions follow the same rules).
+typedef struct tbc_plan_node {
+    char addr[128];               // "host:port", or "local" for this node
+    char name[64], simd[32];
+    int rank;                     // 0 = this node (the coordinator); -1 = left out (see note)
+    int has_model;                // has the model file; else its shard is sent (shard_file_bytes)
+    uint32_t cores;
+    uint64_t mem_usable;          // memory the node offers; 0 = unknown
+    tbc_shard_info shard;         // layers, heads, FFN and vocabulary rows, weight and KV bytes
+    uint64_t shard_file_bytes;    // bytes of the model file its shard reads
+    uint64_t link_bytes_per_token;  // decoding one token: bytes both ways on its link to the coordinator
+    double link_rtt_us;           // measured round trip of a hidden-state-sized message (0 for this node)
+    char note[160];               // why a node was left out
+} tbc_plan_node;
+
+typedef struct tbc_cluster_plan {
+    int n_nodes;                  // entries in nodes[], this node first, then the peers in the order given
+    int split;                    // TBC_SPLIT_TENSOR or TBC_SPLIT_PIPELINE
+    int sync;                     // tbc_sync
+    char reason[200];             // how the split was chosen
+    tbc_plan_node nodes[64];
+} tbc_cluster_plan;
+
+// The cluster key from a file (its bytes, without trailing newlines), or with path NULL from the environment
+// variable TBC_CLUSTER_KEY; *len = 0 when path is NULL and the variable is unset. At most cap bytes.
+TBC_API tbc_result tbc_cluster_key_load(const char *path, void *buf, size_t cap, size_t *len, tbc_error *error);
 
 // A worker: serves coordinators one after another until *stop becomes nonzero. Blocks.
 typedef struct tbc_node_desc {
@@ -317,8 +345,17 @@ TBC_API tbc_result tbc_session_create(const tbc_session_desc *d, tbc_session **o
 TBC_API void tbc_session_destroy(tbc_session *s);  // accepts NULL
 TBC_API const tbc_error *tbc_session_last_error(const tbc_session *s);
 TBC_API void tbc_session_shard_info(const tbc_session *s, tbc_shard_info *info);
+// What a session with this shard would hold, worked out without mapping or copying anything: layers, heads, FFN
+// and vocabulary rows, weight and KV bytes (n_ctx 0 = the session default); *file_bytes (may be NULL): the bytes of
+// the model file the shard reads, which is what a node without the file receives.
+TBC_API tbc_result tbc_shard_estimate(const tbc_model *m, const tbc_shard_desc *shard, int n_ctx, tbc_kv_type kv,
+                                      tbc_shard_info *info, uint64_t *file_bytes, tbc_error *error);
 struct tbc_cluster_stats;
 TBC_API void tbc_session_cluster_stats(const tbc_session *s, struct tbc_cluster_stats *stats);
+// Connects to desc->cluster's peers and works out the plan the session would run, then says goodbye: nothing is
+// loaded, sent or allocated. tbc_cluster_plan_format writes it as a table (returns the length it needs).
+TBC_API tbc_result tbc_session_plan(const tbc_session_desc *desc, tbc_cluster_plan *plan);
+TBC_API size_t tbc_cluster_plan_format(const tbc_cluster_plan *plan, const tbc_model *m, char *buf, size_t cap);
 
 // Appends n tokens at the current position and runs the forward pass. Afterwards tbc_session_logits() holds the
 // logits of the last token. TBC_ERR_CONTEXT_FULL (nothing evaluated) if they don't fit. Not thread-safe per session.
@@ -6549,6 +6586,8 @@ struct tbc_session {
     tbc__range *ranges;             // the file bytes this shard reads
     int n_ranges, cap_ranges;
     tbc__cluster *cluster;          // the other nodes, on the coordinator
+    int dry;                        // only working out a shard's geometry and sizes (tbc_shard_estimate): no copies
+    int no_layers;                  // a coordinator that holds no share (--no-local): embeddings, sampling, sums
 };
 
 static tbc_result tbc__cluster_new(const tbc_cluster_desc *cd, tbc__cluster **out, tbc_error *err);
@@ -6563,6 +6602,8 @@ static tbc_result tbc__cluster_pipeline(tbc_session *s, int64_t pos, int64_t n);
 static tbc_result tbc__cluster_check(tbc_session *s);
 static tbc_result tbc__cluster_failed(tbc_session *s);
 static tbc_result tbc__cluster_gather_logits(tbc_session *s);
+static tbc_result tbc__cluster_eval(tbc_session *s, const int32_t *tokens, int64_t n);
+static void tbc__cluster_relay(tbc_session *s, int64_t n);
 static void tbc__cluster_free(tbc__cluster *c);
 
 static const float *tbc__vec(const tbc__tensor *t, int64_t offset) {
@@ -6596,6 +6637,15 @@ static tbc_result tbc__mat_cols_f32(tbc_session *s, const tbc__tensor *t, int64_
                                     tbc_error *err) {
     size_t full = tbc__row_bytes(t->type, t->ne[0]);
     int64_t rows = t->ne[1], cols = c1 - c0;
+    if (s->dry) {
+        memset(out, 0, sizeof *out);
+        out->type = TBC_TYPE_F32;
+        out->cols = cols;
+        out->rows = rows;
+        out->ldw = sizeof(float) * (size_t)cols;
+        s->shard.copied_bytes += out->ldw * (size_t)rows;
+        return tbc__note_range(s, t->offset, t->bytes, 0, 1) ? TBC_OK : TBC_ERR_OUT_OF_MEMORY;
+    }
     float *buf = (float *)TBC_MALLOC(sizeof(float) * (size_t)(rows * cols));
     float *row = (float *)TBC_MALLOC(sizeof(float) * (size_t)t->ne[0]);
     uint8_t *raw = (uint8_t *)TBC_MALLOC(full);
@@ -6646,6 +6696,15 @@ static tbc_result tbc__mat_cols(tbc_session *s, const tbc__tensor *t, int64_t c0
     size_t full = tbc__row_bytes(t->type, t->ne[0]);
     size_t skip = tbc__row_bytes(t->type, c0), part = tbc__row_bytes(t->type, c1 - c0);
     int64_t rows = t->ne[1];
+    if (s->dry) {
+        out->type = t->type;
+        out->cols = c1 - c0;
+        out->rows = rows;
+        out->ldw = part;
+        out->data = NULL;
+        s->shard.copied_bytes += part * (size_t)rows;
+        return tbc__note_range(s, t->offset + skip, part, full, (uint64_t)rows) ? TBC_OK : TBC_ERR_OUT_OF_MEMORY;
+    }
     uint8_t *buf = (uint8_t *)TBC_MALLOC(part * (size_t)rows);
     void **owned = (void **)TBC_REALLOC(s->owned, sizeof(void *) * (size_t)(s->n_owned + 1));
     if (owned) s->owned = owned;
@@ -6683,7 +6742,7 @@ static tbc_result tbc__mat_cols(tbc_session *s, const tbc__tensor *t, int64_t c0
     return TBC_OK;
 }
 
-static uint64_t tbc__mat_bytes(const tbc__mat *m) { return m->data ? (uint64_t)m->ldw * (uint64_t)m->rows : 0; }
+static uint64_t tbc__mat_bytes(const tbc__mat *m) { return (uint64_t)m->ldw * (uint64_t)m->rows; }
 
 static int tbc__note_range(tbc_session *s, uint64_t off, uint64_t len, uint64_t stride, uint64_t count) {
     if (!len || !count) return 1;
@@ -6737,10 +6796,11 @@ static tbc_result tbc__session_bind(tbc_session *s, const tbc_session_desc *d, t
     tbc_shard_info *sh = &s->shard;
     sh->layer_begin = d->shard.layer_begin;
     sh->layer_end = d->shard.layer_end;
-    if (sh->layer_begin == 0 && sh->layer_end == 0) sh->layer_end = I->n_layer;
+    if (sh->layer_begin == 0 && sh->layer_end == 0 && !s->no_layers) sh->layer_end = I->n_layer;
     sh->tp_size = d->shard.tp_size ? d->shard.tp_size : 1;
     sh->tp_rank = d->shard.tp_rank;
-    if (sh->layer_begin < 0 || sh->layer_end > I->n_layer || sh->layer_begin >= sh->layer_end) {
+    if (sh->layer_begin < 0 || sh->layer_end > I->n_layer ||
+        (s->no_layers ? sh->layer_begin != sh->layer_end : sh->layer_begin >= sh->layer_end)) {
         tbc__error_set(err, TBC_ERR_SHARD, "layer range [%d, %d) is not inside the model's %d layers",
                        sh->layer_begin, sh->layer_end, I->n_layer);
         return TBC_ERR_SHARD;
@@ -6750,7 +6810,7 @@ static tbc_result tbc__session_bind(tbc_session *s, const tbc_session_desc *d, t
                        sh->tp_size, I->n_head);
         return TBC_ERR_SHARD;
     }
-    sh->has_embeddings = sh->layer_begin == 0;
+    sh->has_embeddings = sh->layer_begin == 0 || s->no_layers;
     sh->has_output = d->shard.output ? d->shard.output > 0 : sh->layer_end == I->n_layer;
     int64_t hb, he, fb, fe;
     int group = I->n_head / I->n_head_kv, hd = I->head_dim;
@@ -6758,10 +6818,15 @@ static tbc_result tbc__session_bind(tbc_session *s, const tbc_session_desc *d, t
     // compute it). Whole KV groups when that gives every node a share; and the output projection's columns on its
     // quantization blocks when possible (else that slice is kept dequantized, see tbc__mat_cols).
     const tbc__tensor *wo0 = m->layers[sh->layer_begin].wo;
+    // Whole groups only when they divide evenly; else the finest unit that keeps Wo's column slices on its blocks
+    // (neighbours then share a KV head, which both compute), else single heads (slices copied as F32).
     int64_t qunit = group, blk = tbc__type_block(wo0->type);
     while (qunit * hd % blk != 0 && qunit < I->n_head) qunit += group;
-    if (qunit * hd % blk != 0 || I->n_head / qunit < sh->tp_size) qunit = group;
-    if (I->n_head / qunit < sh->tp_size) qunit = 1;
+    if (qunit * hd % blk != 0 || (I->n_head / qunit) % sh->tp_size != 0) {
+        qunit = 1;
+        while (qunit * hd % blk != 0 && qunit < I->n_head) qunit++;
+        if (qunit * hd % blk != 0 || I->n_head / qunit < sh->tp_size) qunit = 1;
+    }
     tbc__split_range(I->n_head, qunit, sh->tp_size, sh->tp_rank, &hb, &he);
     sh->head_begin = (int)hb;
     sh->head_end = (int)he;
@@ -6782,12 +6847,16 @@ static tbc_result tbc__session_bind(tbc_session *s, const tbc_session_desc *d, t
     sh->ff_end = (int)fe;
     s->ff_local = (int)(fe - fb);
     int n_local = sh->layer_end - sh->layer_begin;
-    s->layers = (tbc__layer *)TBC_MALLOC(sizeof(tbc__layer) * (size_t)n_local);
+    if (s->no_layers) {  // no heads, no FFN rows: only the embeddings (and the output in a pipeline)
+        sh->head_begin = sh->head_end = sh->head_kv_begin = sh->head_kv_end = sh->ff_begin = sh->ff_end = 0;
+        s->n_head_local = s->n_kv_local = s->ff_local = 0;
+    }
+    s->layers = (tbc__layer *)TBC_MALLOC(sizeof(tbc__layer) * (size_t)(n_local + 1));
     if (!s->layers) {
         tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "no memory for layers");
         return TBC_ERR_OUT_OF_MEMORY;
     }
-    memset(s->layers, 0, sizeof(tbc__layer) * (size_t)n_local);
+    memset(s->layers, 0, sizeof(tbc__layer) * (size_t)(n_local + 1));
     int64_t q0 = hb * hd, q1 = he * hd, k0 = (int64_t)sh->head_kv_begin * hd, k1 = (int64_t)sh->head_kv_end * hd;
     tbc_result rc;
     uint64_t wbytes = 0;
@@ -6849,6 +6918,7 @@ static tbc_result tbc__session_bind(tbc_session *s, const tbc_session_desc *d, t
     sh->streamed_bytes = wbytes;
     if (sh->has_embeddings && !(sh->has_output && m->output == m->tok_embd))
         sh->streamed_bytes = wbytes - tbc__mat_bytes(&s->embd) + s->embd.ldw;
+    if (s->dry) return TBC_OK;
     // Start reading the shard from disk now; with prefault, also map every page of it in before the first token.
     for (int l = 0; l < n_local; l++) {
         tbc__layer *L = &s->layers[l];
@@ -6879,7 +6949,7 @@ static tbc_result tbc__session_alloc(tbc_session *s, tbc_error *err) {
         tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "KV cache of %llu bytes is too large", (unsigned long long)kv_bytes);
         return TBC_ERR_OUT_OF_MEMORY;
     }
-    s->kv_mem = TBC_MALLOC((size_t)kv_bytes);
+    s->kv_mem = TBC_MALLOC((size_t)kv_bytes + 64);
     if (!s->kv_mem) {
         tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "no memory for a KV cache of %.1f MiB (n_ctx %d)",
                        (double)kv_bytes / 1048576.0, s->n_ctx);
@@ -6965,6 +7035,7 @@ TBC__DEF tbc_result tbc_session_create(const tbc_session_desc *d, tbc_session **
     tbc_result rc = tbc__pool_init(&s->pool, d->n_threads ? d->n_threads : tbc__cpu_count(), err);
     tbc_session_desc own = *d;
     if (rc == TBC_OK && d->cluster) {  // the plan decides this node's own share too
+        s->no_layers = d->cluster->no_local != 0;
         rc = tbc__cluster_new(d->cluster, &s->cluster, err);
         if (rc == TBC_OK) rc = tbc__cluster_hello(s->cluster, d->model, &d->logger, s->pool.n_threads, err);
         if (rc == TBC_OK) rc = tbc__cluster_plan(s->cluster, d->model, d, s->n_ctx, s->n_batch, &own.shard, err);
@@ -6977,12 +7048,59 @@ TBC__DEF tbc_result tbc_session_create(const tbc_session_desc *d, tbc_session **
         tbc_session_destroy(s);
         return rc;
     }
-    tbc__log(&s->log, TBC_LOG_INFO, "session: layers %d-%d, slice %d/%d, n_ctx %d, %d threads, weights %.1f MiB, "
-             "KV %.1f MiB", s->shard.layer_begin, s->shard.layer_end - 1, s->shard.tp_rank, s->shard.tp_size,
+    tbc__log(&s->log, TBC_LOG_INFO, "session: %s %d-%d, slice %d/%d, n_ctx %d, %d threads, weights %.1f MiB, "
+             "KV %.1f MiB", s->no_layers ? "no layers (coordinating only);" : "layers", s->shard.layer_begin,
+             s->shard.layer_end - 1, s->shard.tp_rank, s->shard.tp_size,
              s->n_ctx, s->pool.n_threads, (double)s->shard.weight_bytes / 1048576.0,
              (double)s->shard.kv_bytes / 1048576.0);
     *out = s;
     return TBC_OK;
+}
+
+static tbc_result tbc__shard_estimate(const tbc_model *m, const tbc_shard_desc *shard, int no_layers, int n_ctx,
+                                      tbc_kv_type kv, tbc_shard_info *info, uint64_t *file_bytes, tbc_error *err) {
+    tbc_session *s = (tbc_session *)TBC_MALLOC(sizeof(tbc_session));
+    if (!s) {
+        tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "no memory");
+        return TBC_ERR_OUT_OF_MEMORY;
+    }
+    memset(s, 0, sizeof *s);
+    s->model = m;
+    s->dry = 1;
+    s->no_layers = no_layers;
+    s->n_ctx = n_ctx > 0 ? n_ctx : (m->info.n_ctx_train < 4096 ? m->info.n_ctx_train : 4096);
+    tbc_session_desc d;
+    memset(&d, 0, sizeof d);
+    d.model = m;
+    d.shard = *shard;
+    tbc_result rc = tbc__session_bind(s, &d, err);
+    if (rc == TBC_OK) {
+        uint64_t kd = (uint64_t)s->n_kv_local * (uint64_t)m->info.head_dim;
+        s->shard.kv_bytes = (uint64_t)(s->shard.layer_end - s->shard.layer_begin) * 2 * (uint64_t)s->n_ctx * kd *
+                            (kv == TBC_KV_F16 ? 2 : 4);
+        *info = s->shard;
+        if (file_bytes) {
+            *file_bytes = 0;
+            for (int i = 0; i < s->n_ranges; i++) *file_bytes += s->ranges[i].len * s->ranges[i].count;
+        }
+    }
+    TBC_FREE(s->layers);
+    TBC_FREE(s->ranges);
+    TBC_FREE(s->owned);
+    TBC_FREE(s);
+    return rc;
+}
+
+TBC__DEF tbc_result tbc_shard_estimate(const tbc_model *m, const tbc_shard_desc *shard, int n_ctx, tbc_kv_type kv,
+                                       tbc_shard_info *info, uint64_t *file_bytes, tbc_error *error) {
+    tbc_error local;
+    tbc_error *err = error ? error : &local;
+    memset(err, 0, sizeof *err);
+    if (!m || !shard || !info || m->vocab_only || n_ctx < 0) {
+        tbc__error_set(err, TBC_ERR_INVALID_ARGUMENT, "tbc_shard_estimate needs a loaded model, a shard and an output");
+        return TBC_ERR_INVALID_ARGUMENT;
+    }
+    return tbc__shard_estimate(m, shard, 0, n_ctx, kv, info, file_bytes, err);
 }
 
 TBC__DEF const tbc_error *tbc_session_last_error(const tbc_session *s) { return &s->last; }
@@ -7253,6 +7371,29 @@ static void tbc__logits(tbc_session *s, int64_t t) {
     tbc__matmul(s, &c, &s->output, s->xn, d, 1, s->logits + s->shard.vocab_begin, (size_t)s->output.rows);
 }
 
+// The forward pass over n checked tokens, n_batch at a time; with a cluster, the other nodes take their parts.
+static tbc_result tbc__eval_batches(tbc_session *s, const int32_t *tokens, int64_t n) {
+    size_t d = (size_t)s->model->info.n_embd;
+    tbc_result rc;
+    if (s->cluster && (rc = tbc__cluster_check(s)) != TBC_OK) return rc;
+    for (int64_t b = 0; b < n; b += s->n_batch) {
+        int64_t nb = n - b < s->n_batch ? n - b : s->n_batch;
+        for (int64_t t = 0; t < nb; t++)
+            tbc__dequantize(s->embd.type, s->embd.data + (size_t)tokens[b + t] * s->embd.ldw, s->x + t * d, (int64_t)d);
+        if (s->cluster && tbc__cluster_eval_begin(s, tokens + b, s->pos, nb) != TBC_OK) return tbc__cluster_failed(s);
+        if (s->no_layers) tbc__cluster_relay(s, nb);
+        else tbc__forward_layers(s, s->pos, nb);
+        if (s->cluster && tbc__cluster_pipeline(s, s->pos, nb) != TBC_OK) return tbc__cluster_failed(s);
+        if (s->cluster && (rc = tbc__cluster_check(s)) != TBC_OK) return rc;
+        s->pos += nb;
+        if (b + nb == n) {
+            if (s->shard.has_output) tbc__logits(s, nb - 1);
+            if (s->cluster && tbc__cluster_gather_logits(s) != TBC_OK) return tbc__cluster_failed(s);
+        }
+    }
+    return TBC_OK;
+}
+
 TBC__DEF tbc_result tbc_session_eval(tbc_session *s, const int32_t *tokens, int64_t n) {
     const tbc_model *m = s->model;
     const tbc_model_info *I = &m->info;
@@ -7272,29 +7413,13 @@ TBC__DEF tbc_result tbc_session_eval(tbc_session *s, const int32_t *tokens, int6
             return TBC_ERR_INVALID_ARGUMENT;
         }
     }
-    if (!s->shard.has_embeddings || !s->shard.has_output) {
+    if (!s->shard.has_embeddings || (!s->shard.has_output && !s->cluster)) {
         tbc__error_set(&s->last, TBC_ERR_SHARD, "this session holds layers %d-%d only: tokens go to the first node "
                        "of a pipeline", s->shard.layer_begin, s->shard.layer_end - 1);
         return TBC_ERR_SHARD;
     }
-    size_t d = (size_t)I->n_embd;
-    tbc_result rc;
-    if (s->cluster && (rc = tbc__cluster_check(s)) != TBC_OK) return rc;
-    for (int64_t b = 0; b < n; b += s->n_batch) {
-        int64_t nb = n - b < s->n_batch ? n - b : s->n_batch;
-        for (int64_t t = 0; t < nb; t++)
-            tbc__dequantize(s->embd.type, s->embd.data + (size_t)tokens[b + t] * s->embd.ldw, s->x + t * d, (int64_t)d);
-        if (s->cluster && tbc__cluster_eval_begin(s, tokens + b, s->pos, nb) != TBC_OK) return tbc__cluster_failed(s);
-        tbc__forward_layers(s, s->pos, nb);
-        if (s->cluster && tbc__cluster_pipeline(s, s->pos, nb) != TBC_OK) return tbc__cluster_failed(s);
-        if (s->cluster && (rc = tbc__cluster_check(s)) != TBC_OK) return rc;
-        s->pos += nb;
-        if (b + nb == n) {
-            tbc__logits(s, nb - 1);
-            if (s->cluster && tbc__cluster_gather_logits(s) != TBC_OK) return tbc__cluster_failed(s);
-        }
-    }
-    return TBC_OK;
+    if (s->cluster) return tbc__cluster_eval(s, tokens, n);
+    return tbc__eval_batches(s, tokens, n);
 }
 
 // >>sampling
@@ -8066,10 +8191,26 @@ static const char *tbc__simd_name(void) {
 #endif
 }
 
+// Memory a new shard can use: Linux's MemAvailable (free memory plus what the page cache would give back), else
+// the free pages, else three quarters of physical memory (macOS keeps most memory in caches it reclaims).
 static uint64_t tbc__usable_memory(void) {
-#if defined(_SC_AVPHYS_PAGES)
-    long pages = sysconf(_SC_AVPHYS_PAGES), size = sysconf(_SC_PAGESIZE);
-    if (pages > 0 && size > 0) return (uint64_t)pages * (uint64_t)size;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[256];
+        unsigned long long kb = 0;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+        fclose(f);
+        if (kb) return (uint64_t)kb * 1024;
+    }
+    long size = sysconf(_SC_PAGESIZE);
+#if defined(_SC_AVPHYS_PAGES) && !defined(__APPLE__)
+    long avail = sysconf(_SC_AVPHYS_PAGES);
+    if (avail > 0 && size > 0) return (uint64_t)avail * (uint64_t)size;
+#endif
+#if defined(_SC_PHYS_PAGES)
+    long phys = sysconf(_SC_PHYS_PAGES);
+    if (phys > 0 && size > 0) return (uint64_t)phys * (uint64_t)size / 4 * 3;
 #endif
     return 0;
 }
@@ -8268,6 +8409,8 @@ typedef struct tbc__peer {
     tbc__hello hello;
     tbc__plan_msg plan;
     int up;
+    double rtt_us;                 // measured at the handshake: a hidden-state-sized message there and back
+    int slot;                      // its entry in the plan's nodes[]
 } tbc__peer;
 
 struct tbc__cluster {
@@ -8287,6 +8430,13 @@ struct tbc__cluster {
     uint64_t shard_bytes_sent;
     uint64_t allreduces;
     double comm_seconds;
+    tbc_cluster_plan *plan;       // what tbc__cluster_plan decided (and why)
+    // idle links get a heartbeat from a thread; a batch holds mu, so the two never share a link
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t hb;
+    int hb_started, hb_stop;
+    tbc_logger log;
 };
 
 static size_t tbc__max_msg(const tbc_model *m, int n_batch, int sync) {
@@ -8363,8 +8513,8 @@ static tbc_result tbc__serve_need(tbc__peer *p, const tbc_model *m, const uint8_
     uint8_t *buf = NULL;
     size_t cap = 0;
     tbc_result rc = TBC_OK;
-    uint64_t total = 0;
-    for (uint32_t i = 0; i < count && !rc; i++) {
+    uint64_t total = 0, all = 0;
+    for (uint32_t i = 0; i < count; i++) {  // check every range first, and add up what is asked
         tbc__range g;
         tbc__rd_u64(&r, &g.off); tbc__rd_u64(&r, &g.len); tbc__rd_u64(&r, &g.stride); tbc__rd_u64(&r, &g.count);
         uint64_t last_end;
@@ -8372,9 +8522,17 @@ static tbc_result tbc__serve_need(tbc__peer *p, const tbc_model *m, const uint8_
             !tbc__mul_u64(g.count - 1, g.stride, &last_end) || !tbc__add_u64(last_end, g.off, &last_end) ||
             !tbc__add_u64(last_end, g.len, &last_end) || last_end > m->map.size) {
             tbc__error_set(err, TBC_ERR_PROTOCOL, "%s asked for bytes outside the model file", p->addr);
-            rc = TBC_ERR_PROTOCOL;
-            break;
+            return TBC_ERR_PROTOCOL;
         }
+        all += g.len * g.count;
+    }
+    tbc__log(log, TBC_LOG_INFO, "sending %.1f MiB of shard data to %s ('%s')", (double)all / 1048576.0, p->addr,
+             p->hello.name);
+    double t0 = tbc__now(), last_log = t0;
+    r.pos = 4;
+    for (uint32_t i = 0; i < count && !rc; i++) {
+        tbc__range g;
+        tbc__rd_u64(&r, &g.off); tbc__rd_u64(&r, &g.len); tbc__rd_u64(&r, &g.stride); tbc__rd_u64(&r, &g.count);
         uint64_t per = TBC__DATA_CHUNK / g.len;  // runs per message
         for (uint64_t c0 = 0; c0 < g.count && !rc; c0 += per) {
             uint64_t cn = g.count - c0 < per ? g.count - c0 : per;
@@ -8395,10 +8553,17 @@ static tbc_result tbc__serve_need(tbc__peer *p, const tbc_model *m, const uint8_
             tbc__sha256(buf, bytes, head + 32);
             rc = tbc__link_send2(&p->link, TBC__MSG_DATA, head, sizeof head, buf, bytes, tbc__now() + timeout + 30, err);
             total += bytes;
+            if (tbc__now() - last_log >= 1.0) {
+                last_log = tbc__now();
+                tbc__log(log, TBC_LOG_INFO, "shard for %s: %.0f%% (%.1f of %.1f MiB, %.0f MiB/s)", p->addr,
+                         100.0 * (double)total / (double)all, (double)total / 1048576.0, (double)all / 1048576.0,
+                         (double)total / 1048576.0 / (last_log - t0));
+            }
         }
     }
     TBC_FREE(buf);
-    if (!rc) tbc__log(log, TBC_LOG_INFO, "sent %.1f MiB of shard data to %s", (double)total / 1048576.0, p->addr);
+    if (!rc) tbc__log(log, TBC_LOG_INFO, "sent %.1f MiB of shard data to %s in %.1f s", (double)total / 1048576.0,
+                      p->addr, tbc__now() - t0);
     *sent += total;
     return rc;
 }
@@ -8433,6 +8598,16 @@ static void tbc__cluster_close(tbc__cluster *c, int polite) {
 
 static void tbc__cluster_free(tbc__cluster *c) {
     if (!c) return;
+    if (c->hb_started) {
+        pthread_mutex_lock(&c->mu);
+        c->hb_stop = 1;
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        pthread_join(c->hb, NULL);
+    }
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    TBC_FREE(c->plan);
     tbc__cluster_close(c, 1);
     TBC_FREE(c->peers);
     TBC_FREE(c->peers_copy);
@@ -8446,11 +8621,39 @@ static void tbc__cluster_free(tbc__cluster *c) {
 
 static double tbc__timeout(const tbc__cluster *c) { return c->desc.timeout > 0 ? c->desc.timeout : 2.0; }
 
+// Round trip of a message of `bytes` (the median of five): what one all-reduce step or pipeline hop costs.
+static tbc_result tbc__link_ping(tbc__link *l, size_t bytes, double timeout, double *rtt_us, tbc_error *err) {
+    uint8_t *buf = (uint8_t *)TBC_MALLOC(bytes + 1);
+    if (!buf) return TBC_ERR_OUT_OF_MEMORY;
+    memset(buf, 0, bytes + 1);
+    double t[5];
+    tbc_result rc = TBC_OK;
+    for (int i = 0; i < 5 && !rc; i++) {
+        double t0 = tbc__now();
+        uint16_t type;
+        uint32_t n = 0;
+        rc = tbc__link_send(l, TBC__MSG_HEARTBEAT, buf, bytes, t0 + timeout, err);
+        if (!rc) rc = tbc__link_recv(l, TBC__BIT(TBC__MSG_HEARTBEAT), &type, buf, bytes, &n, t0 + timeout, err);
+        if (!rc && n != bytes) {
+            rc = TBC_ERR_PROTOCOL;
+            tbc__error_set(err, rc, "peer %s echoed %u bytes of a %zu-byte heartbeat", l->peer, n, bytes);
+        }
+        t[i] = (tbc__now() - t0) * 1e6;
+    }
+    TBC_FREE(buf);
+    if (rc) return rc;
+    for (int i = 1; i < 5; i++)
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) { double x = t[j]; t[j] = t[j - 1]; t[j - 1] = x; }
+    *rtt_us = t[2];
+    return TBC_OK;
+}
+
 // Connects to every peer, authenticates and checks the model.
 static tbc_result tbc__cluster_hello(tbc__cluster *c, const tbc_model *m, const tbc_logger *log, int threads,
                                      tbc_error *err) {
     tbc__hello mine;
     tbc__hello_fill(&mine, 0, c->desc.name, m, threads);
+    c->log = *log;
     tbc_result rc = TBC_OK;
     double timeout = tbc__timeout(c);
     for (int i = 0; i < c->n_peers && !rc; i++) {
@@ -8471,9 +8674,11 @@ static tbc_result tbc__cluster_hello(tbc__cluster *c, const tbc_model *m, const 
             rc = TBC_ERR_MODEL_MISMATCH;
             break;
         }
-        tbc__log(log, TBC_LOG_INFO, "peer %s: '%s', %u cores, %s, %.1f GiB free, %s", p->addr, p->hello.name,
-                 p->hello.cores, p->hello.simd, (double)p->hello.mem_usable / 1073741824.0,
-                 p->hello.has_model ? "has the model file" : "needs its shard sent");
+        size_t ping = (size_t)m->info.n_embd * 4;
+        if ((rc = tbc__link_ping(&p->link, ping < 65536 ? ping : 65536, timeout, &p->rtt_us, err))) break;
+        tbc__log(log, TBC_LOG_INFO, "peer %s: '%s', %u cores, %s, %.1f GiB free, %s, round trip %.0f us", p->addr,
+                 p->hello.name, p->hello.cores, p->hello.simd, (double)p->hello.mem_usable / 1073741824.0,
+                 p->hello.has_model ? "has the model file" : "needs its shard sent", p->rtt_us);
     }
     if (rc) {
         tbc__cluster_close(c, 0);
@@ -8583,7 +8788,7 @@ static tbc_result tbc__cluster_gather_logits(tbc_session *s) {
     int32_t nv = s->model->info.n_vocab;
     for (int i = 0; i < c->n_peers; i++) {
         int64_t vb, ve;
-        tbc__split_range(nv, 1, c->n_peers + 1, i + 1, &vb, &ve);
+        tbc__split_range(nv, 1, c->peers[i].plan.tp_size, c->peers[i].plan.tp_rank, &vb, &ve);
         uint16_t type;
         uint32_t got;
         tbc_result rc = tbc__link_recv(&c->peers[i].link, TBC__BIT(TBC__MSG_LOGITS), &type, s->logits + vb,
@@ -8596,6 +8801,58 @@ static tbc_result tbc__cluster_gather_logits(tbc_session *s) {
         if (rc) { c->broken = 1; return rc; }
     }
     return TBC_OK;
+}
+
+// A coordinator without a share (no_local) in a tensor split: it still sums every all-reduce, adding nothing.
+static void tbc__cluster_relay(tbc_session *s, int64_t n) {
+    tbc__cluster *c = s->cluster;
+    if (!c || c->split != TBC_SPLIT_TENSOR) return;
+    int64_t len = n * s->model->info.n_embd;
+    for (int i = 0; i < 2 * s->model->info.n_layer && !c->broken; i++) {
+        memset(s->o, 0, (size_t)len * 4);
+        tbc__coord_allreduce(s, s->o, len);
+    }
+}
+
+// A batch holds the cluster's lock: the heartbeat thread only uses links between batches.
+static tbc_result tbc__cluster_eval(tbc_session *s, const int32_t *tokens, int64_t n) {
+    pthread_mutex_lock(&s->cluster->mu);
+    tbc_result rc = tbc__eval_batches(s, tokens, n);
+    pthread_mutex_unlock(&s->cluster->mu);
+    return rc;
+}
+
+// Between requests every idle link gets a heartbeat each timeout/2, so the workers keep their sessions and a
+// silent or dead peer is noticed: the links are then closed, and the next request (position 0) reconnects.
+static void *tbc__heartbeat_main(void *arg) {
+    tbc_session *s = (tbc_session *)arg;
+    tbc__cluster *c = s->cluster;
+    double every = tbc__timeout(c) / 2;
+    pthread_mutex_lock(&c->mu);
+    while (!c->hb_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double at = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + every;
+        ts.tv_sec = (time_t)at;
+        ts.tv_nsec = (long)((at - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+        if (c->hb_stop) break;
+        for (int i = 0; i < c->n_peers && !c->broken; i++) {
+            tbc__link *l = &c->peers[i].link;
+            if (l->fd < 0 || tbc__now() - l->last_recv < every) continue;
+            uint16_t type;
+            uint32_t n;
+            if (tbc__link_send(l, TBC__MSG_HEARTBEAT, NULL, 0, tbc__now() + tbc__timeout(c), &c->err) ||
+                tbc__link_recv(l, TBC__BIT(TBC__MSG_HEARTBEAT), &type, c->wire, c->wire_cap, &n,
+                               tbc__now() + tbc__timeout(c), &c->err)) {
+                tbc__log(&c->log, TBC_LOG_WARN, "%s; reconnecting at the next request", c->err.message);
+                c->broken = 1;
+                tbc__cluster_close(c, 0);
+            }
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
 }
 
 // Before rank 0 runs a batch: the workers get the tokens (tensor split), or after rank 0's layers the hidden state
@@ -8869,17 +9126,28 @@ static tbc_result tbc__serve_coordinator(int fd, const char *peer, const tbc_nod
     tbc__hello_fill(&mine, 1, d->name, own, d->n_threads);
     if (d->mem_limit && (!mine.mem_usable || d->mem_limit < mine.mem_usable)) mine.mem_usable = d->mem_limit;
     tbc_model *cache_model = NULL;
-    uint8_t buf[TBC__HELLO_MAX];
-    uint16_t type;
-    uint32_t n;
+    uint16_t type = 0;
+    uint32_t n = 0;
     uint64_t received = 0;
     tbc__plan_msg pl;
-    tbc_result rc = tbc__handshake(&w.link, 0, key, key_len, &mine, &theirs, w.timeout * 5, err);
-    if (!rc) rc = tbc__link_recv(&w.link, TBC__BIT(TBC__MSG_PLAN) | TBC__BIT(TBC__MSG_ERROR) | TBC__BIT(TBC__MSG_BYE), &type,
-                                 buf, sizeof buf, &n, tbc__now() + 60, err);
+    const size_t cap = 65536;  // a plan, or a link probe (heartbeats are echoed)
+    uint8_t *buf = (uint8_t *)TBC_MALLOC(cap);
+    tbc_result rc = buf ? tbc__handshake(&w.link, 0, key, key_len, &mine, &theirs, w.timeout * 5, err)
+                        : TBC_ERR_OUT_OF_MEMORY;
+    while (!rc) {
+        rc = tbc__link_recv(&w.link, TBC__BIT(TBC__MSG_PLAN) | TBC__BIT(TBC__MSG_ERROR) | TBC__BIT(TBC__MSG_BYE) |
+                            TBC__BIT(TBC__MSG_HEARTBEAT), &type, buf, cap, &n, tbc__now() + 60, err);
+        if (rc || type != TBC__MSG_HEARTBEAT) break;
+        rc = tbc__link_send(&w.link, TBC__MSG_HEARTBEAT, buf, n, tbc__now() + w.timeout, err);
+    }
     if (!rc && type == TBC__MSG_ERROR) rc = tbc__peer_error(&w.link, buf, n, err);
-    if (!rc && type == TBC__MSG_BYE) return TBC_OK;
+    if (!rc && type == TBC__MSG_BYE) {
+        TBC_FREE(buf);
+        tbc__link_close(&w.link);
+        return TBC_OK;
+    }
     if (!rc && !tbc__plan_decode(buf, n, &pl, err)) rc = TBC_ERR_PROTOCOL;
+    TBC_FREE(buf);
     if (!rc) {
         tbc__log(&d->logger, TBC_LOG_INFO, "coordinator %s ('%s'): rank %u of %u, layers %d-%d, slice %d/%d", peer,
                  theirs.name, pl.rank, pl.world, pl.layer_begin, pl.layer_end - 1, pl.tp_rank, pl.tp_size);
@@ -8915,7 +9183,7 @@ static tbc_result tbc__serve_coordinator(int fd, const char *peer, const tbc_nod
         if (rc) break;
         if (type == TBC__MSG_BYE) break;
         if (type == TBC__MSG_HEARTBEAT) {
-            rc = tbc__link_send(&w.link, TBC__MSG_HEARTBEAT, NULL, 0, tbc__now() + w.timeout, err);
+            rc = tbc__link_send(&w.link, TBC__MSG_HEARTBEAT, w.wire, n, tbc__now() + w.timeout, err);
             continue;
         }
         if (n < 16) { rc = TBC_ERR_PROTOCOL; tbc__error_set(err, rc, "short message"); break; }
@@ -9030,64 +9298,261 @@ TBC__DEF tbc_result tbc_node_serve(const tbc_node_desc *d) {
 
 // Creates the cluster: connects, agrees on the plan (which also fixes this node's own shard in *own), gets every
 // worker ready. Called by tbc_session_create before this node binds its shard.
+// "512 B", "97.7 KiB", "12.3 MiB", "1.2 GiB"
+static const char *tbc__size_text(uint64_t b, char *out, size_t cap) {
+    if (b < 1024) snprintf(out, cap, "%u B", (unsigned)b);
+    else if (b < ((uint64_t)1 << 20)) snprintf(out, cap, "%.1f KiB", (double)b / 1024.0);
+    else if (b < ((uint64_t)1 << 30)) snprintf(out, cap, "%.1f MiB", (double)b / 1048576.0);
+    else snprintf(out, cap, "%.1f GiB", (double)b / 1073741824.0);
+    return out;
+}
+
+// Decoding one token: bytes on a node's link to the coordinator, both ways, frame headers and tags included.
+static uint64_t tbc__link_bytes(const tbc_model *m, int split, int sync, const tbc_shard_info *sh) {
+    uint64_t fr = TBC__FRAME_HEADER + TBC__FRAME_TAG, d = (uint64_t)m->info.n_embd;
+    if (split == TBC_SPLIT_TENSOR)
+        return (fr + 16 + 4) + (uint64_t)m->info.n_layer * 2 * 2 * (fr + tbc__sync_bytes(sync, (int64_t)d)) +
+               (fr + (uint64_t)(sh->vocab_end - sh->vocab_begin) * 4);
+    return 2 * (fr + 16 + d * 4);
+}
+
+// A rough decode speed for comparing splits: weight bytes a node streams per second (memory-bound matvecs).
+static double tbc__stream_rate(uint32_t cores) { return 6e9 * (double)(cores < 1 ? 1 : cores > 8 ? 8 : cores); }
+
+// Gives each included node (in[i]) its shard for a split; slot 0 is this node. 0 if the split is impossible.
+static int tbc__assign(const tbc_model *m, tbc_cluster_plan *P, const int *in, int split, int no_local, int n_ctx,
+                       tbc_kv_type kv, tbc_error *err) {
+    const tbc_model_info *I = &m->info;
+    int k = 0, idx[64];
+    for (int i = 0; i < P->n_nodes; i++) if (in[i]) idx[k++] = i;
+    if (k == 0) return 0;
+    if (split == TBC_SPLIT_TENSOR && k > I->n_head) return 0;
+    if (split == TBC_SPLIT_PIPELINE && k > I->n_layer) return 0;
+    int begin[65];
+    if (split == TBC_SPLIT_PIPELINE) {  // layers in proportion to the memory each node offers
+        double w[64], known = 0;
+        int n_known = 0;
+        for (int j = 0; j < k; j++) if (P->nodes[idx[j]].mem_usable) { known += (double)P->nodes[idx[j]].mem_usable; n_known++; }
+        for (int j = 0; j < k; j++) {
+            uint64_t mem = P->nodes[idx[j]].mem_usable;
+            w[j] = mem ? (double)mem : n_known ? known / n_known : 1.0;
+        }
+        tbc__split_layers(I->n_layer, w, k, begin);
+    }
+    for (int i = 0; i < P->n_nodes; i++) {
+        tbc_plan_node *N = &P->nodes[i];
+        memset(&N->shard, 0, sizeof N->shard);
+        N->shard_file_bytes = N->link_bytes_per_token = 0;
+        N->rank = -1;
+    }
+    int rank = no_local ? 1 : 0;
+    if (no_local) {  // this node: the embeddings, and in a pipeline the output; no layers
+        tbc_shard_desc sd;
+        memset(&sd, 0, sizeof sd);
+        sd.output = split == TBC_SPLIT_PIPELINE ? 1 : -1;
+        if (tbc__shard_estimate(m, &sd, 1, n_ctx, kv, &P->nodes[0].shard, &P->nodes[0].shard_file_bytes, err)) return 0;
+        P->nodes[0].rank = 0;
+    }
+    for (int j = 0; j < k; j++, rank++) {
+        tbc_plan_node *N = &P->nodes[idx[j]];
+        tbc_shard_desc sd;
+        memset(&sd, 0, sizeof sd);
+        if (split == TBC_SPLIT_TENSOR) {
+            sd.tp_rank = j;
+            sd.tp_size = k;
+            sd.output = 1;
+        } else {
+            sd.layer_begin = begin[j];
+            sd.layer_end = begin[j + 1];
+            sd.output = idx[j] == 0 ? 1 : -1;  // logits where the tokens are sampled
+        }
+        if (tbc__shard_estimate(m, &sd, 0, n_ctx, kv, &N->shard, &N->shard_file_bytes, err)) return 0;
+        N->rank = rank;
+    }
+    for (int i = 1; i < P->n_nodes; i++)
+        if (P->nodes[i].rank > 0) P->nodes[i].link_bytes_per_token = tbc__link_bytes(m, split, P->sync, &P->nodes[i].shard);
+    return 1;
+}
+
+// The first included node whose share does not fit the memory it offers (the worst overshoot), or -1.
+static int tbc__overfull(const tbc_cluster_plan *P) {
+    int worst = -1;
+    double ratio = 1.0;
+    for (int i = 0; i < P->n_nodes; i++) {
+        const tbc_plan_node *N = &P->nodes[i];
+        if (N->rank < 0 || !N->mem_usable) continue;
+        double r = (double)(N->shard.weight_bytes + N->shard.kv_bytes) / (double)N->mem_usable;
+        if (r > ratio) { ratio = r; worst = i; }
+    }
+    return worst;
+}
+
+// Decode time per token a plan would take, roughly: compute at tbc__stream_rate plus the round trips it waits for.
+static double tbc__plan_seconds(const tbc_model *m, const tbc_cluster_plan *P, int split) {
+    double slowest = 0, sum = 0, rtt = 0;
+    for (int i = 0; i < P->n_nodes; i++) {
+        const tbc_plan_node *N = &P->nodes[i];
+        if (N->rank < 0) continue;
+        double t = (double)N->shard.streamed_bytes / tbc__stream_rate(N->cores);
+        if (t > slowest) slowest = t;
+        sum += t;
+        if (split == TBC_SPLIT_TENSOR && N->link_rtt_us > rtt) rtt = N->link_rtt_us;
+        if (split == TBC_SPLIT_PIPELINE) rtt += N->link_rtt_us;
+    }
+    if (split == TBC_SPLIT_TENSOR) return slowest + 2.0 * m->info.n_layer * rtt * 1e-6;
+    return sum + rtt * 1e-6;
+}
+
+// Who holds what: this node (unless no_local) and each peer, leaving out a peer whose memory cannot hold a share.
+// Fills c->plan, every peer's plan message, and *own (this node's shard); the peers left out are told and dropped.
 static tbc_result tbc__cluster_plan(tbc__cluster *c, const tbc_model *m, const tbc_session_desc *d, int n_ctx,
                                     int n_batch, tbc_shard_desc *own, tbc_error *err) {
     const tbc_model_info *I = &m->info;
-    int world = c->n_peers + 1;
+    tbc_cluster_plan *P = c->plan;
+    int no_local = c->desc.no_local != 0;
+    memset(P, 0, sizeof *P);
+    P->n_nodes = c->n_peers + 1;
+    P->sync = (int)c->desc.sync;
+    tbc_plan_node *self = &P->nodes[0];
+    snprintf(self->addr, sizeof self->addr, "local");
+    tbc__hello me;
+    tbc__hello_fill(&me, 0, c->desc.name, m, d->n_threads);
+    memcpy(self->name, me.name, sizeof self->name);
+    memcpy(self->simd, me.simd, sizeof self->simd);
+    self->has_model = 1;
+    self->cores = me.cores;
+    self->mem_usable = me.mem_usable;
+    int in[64];
+    in[0] = !no_local;
+    for (int i = 0; i < c->n_peers; i++) {
+        tbc_plan_node *N = &P->nodes[i + 1];
+        const tbc__hello *h = &c->peers[i].hello;
+        snprintf(N->addr, sizeof N->addr, "%s", c->peers[i].addr);
+        memcpy(N->name, h->name, sizeof N->name);
+        memcpy(N->simd, h->simd, sizeof N->simd);
+        N->has_model = (int)h->has_model;
+        N->cores = h->cores;
+        N->mem_usable = h->mem_usable;
+        N->link_rtt_us = c->peers[i].rtt_us;
+        c->peers[i].slot = i + 1;
+        in[i + 1] = 1;
+    }
+    tbc_kv_type kv = d->kv_type;
     int split = (int)c->desc.split;
-    if (split == TBC_SPLIT_AUTO) split = world <= I->n_head_kv ? TBC_SPLIT_TENSOR : TBC_SPLIT_PIPELINE;
-    if (split == TBC_SPLIT_TENSOR && world > I->n_head) {
-        tbc__error_set(err, TBC_ERR_SHARD, "a tensor split over %d nodes needs at least %d heads; the model has %d",
-                       world, world, I->n_head);
+    for (;;) {
+        int sp = split;
+        if (sp == TBC_SPLIT_AUTO) {
+            // A tensor split if every node can hold its share and it decodes faster than a pipeline would.
+            int t_ok = tbc__assign(m, P, in, TBC_SPLIT_TENSOR, no_local, n_ctx, kv, err) && tbc__overfull(P) < 0;
+            double tt = t_ok ? tbc__plan_seconds(m, P, TBC_SPLIT_TENSOR) : 0;
+            if (!tbc__assign(m, P, in, TBC_SPLIT_PIPELINE, no_local, n_ctx, kv, err)) {
+                sp = TBC_SPLIT_TENSOR;
+                snprintf(P->reason, sizeof P->reason, "auto: tensor (more nodes than layers)");
+            } else {
+                double tp = tbc__plan_seconds(m, P, TBC_SPLIT_PIPELINE);
+                sp = t_ok && tt < tp ? TBC_SPLIT_TENSOR : TBC_SPLIT_PIPELINE;
+                if (t_ok)
+                    snprintf(P->reason, sizeof P->reason, "auto: %s; estimated %.1f ms/token as tensor split, %.1f as "
+                             "pipeline (link round trips measured, compute at %.0f GB/s per core)",
+                             sp == TBC_SPLIT_TENSOR ? "tensor" : "pipeline", tt * 1e3, tp * 1e3, tbc__stream_rate(1) / 1e9);
+                else
+                    snprintf(P->reason, sizeof P->reason, "auto: pipeline; a tensor split %s",
+                             P->n_nodes > I->n_head ? "needs a head per node" : "does not fit every node's memory");
+            }
+        } else {
+            snprintf(P->reason, sizeof P->reason, "%s split as asked", sp == TBC_SPLIT_TENSOR ? "tensor" : "pipeline");
+        }
+        int k = 0;
+        for (int i = 0; i < P->n_nodes; i++) k += in[i];
+        if (!tbc__assign(m, P, in, sp, no_local, n_ctx, kv, err)) {
+            if (err->code) return err->code;
+            if (k == 0) tbc__error_set(err, TBC_ERR_SHARD, "no node is left to hold the model (%s)", P->reason);
+            else if (sp == TBC_SPLIT_TENSOR)
+                tbc__error_set(err, TBC_ERR_SHARD, "a tensor split over %d nodes needs at least %d heads; the model "
+                               "has %d", k, k, I->n_head);
+            else
+                tbc__error_set(err, TBC_ERR_SHARD, "a pipeline over %d nodes needs at least %d layers; the model has "
+                               "%d", k, k, I->n_layer);
+            return TBC_ERR_SHARD;
+        }
+        int bad = tbc__overfull(P);
+        if (bad < 0) { P->split = sp; break; }
+        tbc_plan_node *B = &P->nodes[bad];
+        char need[24], offers[24];
+        tbc__size_text(B->shard.weight_bytes + B->shard.kv_bytes, need, sizeof need);
+        tbc__size_text(B->mem_usable, offers, sizeof offers);
+        if (bad == 0) {
+            tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "this node offers %s but its share needs %s%s", offers, need,
+                           no_local ? "" : ": add nodes, shorten the context, or let this node hold no share "
+                           "(no_local)");
+            return TBC_ERR_OUT_OF_MEMORY;
+        }
+        if (sp == TBC_SPLIT_PIPELINE && B->shard.layer_end - B->shard.layer_begin > 1) {
+            // proportional shares that overflow: the cluster as a whole is too small
+            uint64_t total = 0, offered = 0;
+            for (int i = 0; i < P->n_nodes; i++)
+                if (P->nodes[i].rank >= 0) {
+                    total += P->nodes[i].shard.weight_bytes + P->nodes[i].shard.kv_bytes;
+                    offered += P->nodes[i].mem_usable;
+                }
+            char t1[24], t2[24];
+            tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "the model needs %s (weights and KV cache) and these nodes "
+                           "offer %s", tbc__size_text(total, t1, sizeof t1), tbc__size_text(offered, t2, sizeof t2));
+            return TBC_ERR_OUT_OF_MEMORY;
+        }
+        snprintf(B->note, sizeof B->note, "left out: offers %s, its share would need %s", offers, need);
+        tbc__log(&c->log, TBC_LOG_WARN, "peer %s ('%s') %s", B->addr, B->name, B->note);
+        in[bad] = 0;
+    }
+    // The peers left out are told why and dropped; the rest keep their order.
+    int kept = 0;
+    for (int i = 0; i < c->n_peers; i++) {
+        tbc__peer *p = &c->peers[i];
+        if (P->nodes[p->slot].rank < 0) {
+            tbc__send_error(&p->link, P->nodes[p->slot].note);
+            tbc__link_close(&p->link);
+            continue;
+        }
+        if (kept != i) c->peers[kept] = *p;
+        kept++;
+    }
+    c->n_peers = kept;
+    if (kept == 0) {
+        tbc__error_set(err, TBC_ERR_SHARD, "every peer was left out; run without a cluster instead");
         return TBC_ERR_SHARD;
     }
-    if (split == TBC_SPLIT_PIPELINE && world > I->n_layer) {
-        tbc__error_set(err, TBC_ERR_SHARD, "a pipeline over %d nodes needs at least %d layers; the model has %d", world,
-                       world, I->n_layer);
-        return TBC_ERR_SHARD;
-    }
-    c->split = split;
+    c->split = P->split;
     uint8_t id[32];
     tbc__model_id(m, id);
     memset(own, 0, sizeof *own);
-    int begin[65];
-    if (split == TBC_SPLIT_PIPELINE) {
-        double w[64];
-        w[0] = (double)tbc__usable_memory();
-        for (int i = 0; i < c->n_peers; i++) w[i + 1] = (double)c->peers[i].hello.mem_usable;
-        for (int i = 0; i < world; i++) if (w[i] <= 0) w[i] = 1;
-        tbc__split_layers(I->n_layer, w, world, begin);
-        own->layer_begin = 0;
-        own->layer_end = begin[1];
+    const tbc_shard_info *mine = &self->shard;
+    if (!no_local) {
+        own->layer_begin = mine->layer_begin;
+        own->layer_end = mine->layer_end;
+        own->tp_rank = mine->tp_rank;
+        own->tp_size = mine->tp_size;
         own->output = 1;
     } else {
-        own->tp_rank = 0;
-        own->tp_size = world;
+        own->output = P->split == TBC_SPLIT_PIPELINE ? 1 : -1;
     }
     for (int i = 0; i < c->n_peers; i++) {
+        const tbc_shard_info *sh = &P->nodes[c->peers[i].slot].shard;
         tbc__plan_msg *p = &c->peers[i].plan;
         memset(p, 0, sizeof *p);
         memcpy(p->model_id, id, 32);
         p->file_size = m->map.size;
         p->header_bytes = m->g.data_offset;
         p->rank = (uint32_t)(i + 1);
-        p->world = (uint32_t)world;
-        p->split = (uint32_t)split;
+        p->world = (uint32_t)(c->n_peers + 1);
+        p->split = (uint32_t)P->split;
         p->sync = (uint32_t)c->desc.sync;
         p->n_ctx = (uint32_t)n_ctx;
         p->n_batch = (uint32_t)n_batch;
         p->kv_type = (uint32_t)d->kv_type;
-        if (split == TBC_SPLIT_PIPELINE) {
-            p->layer_begin = begin[i + 1];
-            p->layer_end = begin[i + 2];
-            p->tp_rank = 0;
-            p->tp_size = 1;
-        } else {
-            p->layer_begin = 0;
-            p->layer_end = I->n_layer;
-            p->tp_rank = i + 1;
-            p->tp_size = world;
-        }
+        p->layer_begin = sh->layer_begin;
+        p->layer_end = sh->layer_end;
+        p->tp_rank = sh->tp_rank;
+        p->tp_size = sh->tp_size;
     }
     return TBC_OK;
 }
@@ -9106,8 +9571,11 @@ static tbc_result tbc__cluster_new(const tbc_cluster_desc *cd, tbc__cluster **ou
     int n = 1;
     for (const char *p = cd->peers; *p; p++) n += *p == ',';
     c->peers = (tbc__peer *)TBC_MALLOC(sizeof(tbc__peer) * (size_t)n);
+    c->plan = (tbc_cluster_plan *)TBC_MALLOC(sizeof(tbc_cluster_plan));
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
     if (cd->key_len) c->key = (uint8_t *)TBC_MALLOC(cd->key_len);
-    if (!c->peers_copy || !c->peers || (cd->key_len && !c->key)) {
+    if (!c->peers_copy || !c->peers || !c->plan || (cd->key_len && !c->key)) {
         tbc__cluster_free(c);
         return TBC_ERR_OUT_OF_MEMORY;
     }
@@ -9153,7 +9621,15 @@ static tbc_result tbc__cluster_attach(tbc_session *s, tbc_error *err) {
         s->allreduce = tbc__coord_allreduce;
         s->comm = s;
     }
-    return tbc__cluster_ready(s, err);
+    tbc_result rc = tbc__cluster_ready(s, err);
+    if (rc == TBC_OK) {
+        if (pthread_create(&c->hb, NULL, tbc__heartbeat_main, s) != 0) {
+            tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "cannot start the cluster's heartbeat thread");
+            return TBC_ERR_OUT_OF_MEMORY;
+        }
+        c->hb_started = 1;
+    }
+    return rc;
 }
 
 // A link failed during a batch: the request fails with the peer's name; the next request rebuilds the cluster.
@@ -9174,7 +9650,8 @@ static tbc_result tbc__cluster_check(tbc_session *s) {
     if (c->broken && c->peers[0].link.fd >= 0) return tbc__cluster_failed(s);
     if (s->pos != 0) {
         if (!c->broken) return TBC_OK;
-        tbc__error_set(&s->last, TBC_ERR_PEER_LOST, "the cluster lost a peer during this request; start a new one");
+        tbc__error_set(&s->last, TBC_ERR_PEER_LOST, "the cluster lost a peer during this request (%s); start a new "
+                       "one", c->err.message[0] ? c->err.message : "no reason given");
         return TBC_ERR_PEER_LOST;
     }
     if (!c->broken) {
@@ -9195,6 +9672,129 @@ static tbc_result tbc__cluster_check(tbc_session *s) {
     tbc_result rc = tbc__cluster_hello(c, s->model, &s->log, s->pool.n_threads, &s->last);
     if (!rc) rc = tbc__cluster_ready(s, &s->last);
     return rc;
+}
+
+TBC__DEF tbc_result tbc_cluster_key_load(const char *path, void *buf, size_t cap, size_t *len, tbc_error *error) {
+    tbc_error local;
+    tbc_error *err = error ? error : &local;
+    memset(err, 0, sizeof *err);
+    *len = 0;
+    size_t n = 0;
+    char *out = (char *)buf;
+    if (!path) {
+        const char *v = getenv("TBC_CLUSTER_KEY");
+        if (!v || !v[0]) return TBC_OK;
+        n = strlen(v);
+        if (n > cap) {
+            tbc__error_set(err, TBC_ERR_INVALID_ARGUMENT, "TBC_CLUSTER_KEY is longer than %zu bytes", cap);
+            return TBC_ERR_INVALID_ARGUMENT;
+        }
+        memcpy(out, v, n);
+    } else {
+        FILE *f = fopen(path, "rb");
+        if (!f) {
+            tbc__error_set(err, TBC_ERR_IO, "cannot open the key file '%s': %s", path, strerror(errno));
+            return TBC_ERR_IO;
+        }
+        n = fread(out, 1, cap, f);
+        int more = fgetc(f) != EOF, bad = ferror(f);
+        fclose(f);
+        if (bad || more) {
+            tbc__error_set(err, bad ? TBC_ERR_IO : TBC_ERR_INVALID_ARGUMENT, bad ? "cannot read the key file '%s'"
+                           : "the key file '%s' is longer than %zu bytes", path, cap);
+            return bad ? TBC_ERR_IO : TBC_ERR_INVALID_ARGUMENT;
+        }
+    }
+    while (n && (out[n - 1] == '\n' || out[n - 1] == '\r')) n--;
+    if (!n) {
+        tbc__error_set(err, TBC_ERR_INVALID_ARGUMENT, "the key %s%s is empty", path ? "file " : "in TBC_CLUSTER_KEY",
+                       path ? path : "");
+        return TBC_ERR_INVALID_ARGUMENT;
+    }
+    *len = n;
+    return TBC_OK;
+}
+
+TBC__DEF tbc_result tbc_session_plan(const tbc_session_desc *d, tbc_cluster_plan *plan) {
+    tbc_error local;
+    tbc_error *err = d && d->error ? d->error : &local;
+    memset(err, 0, sizeof *err);
+    if (!d || !d->model || !d->cluster || !plan || d->model->vocab_only || d->n_ctx < 0 || d->n_threads < 0) {
+        tbc__error_set(err, TBC_ERR_INVALID_ARGUMENT, "tbc_session_plan needs a desc with a model and a cluster");
+        return TBC_ERR_INVALID_ARGUMENT;
+    }
+    const tbc_model_info *I = &d->model->info;
+    int n_ctx = d->n_ctx ? d->n_ctx : (I->n_ctx_train < 4096 ? I->n_ctx_train : 4096);
+    int n_batch = d->n_batch ? d->n_batch : 256;
+    if (n_batch > n_ctx) n_batch = n_ctx;
+    tbc__cluster *c = NULL;
+    tbc_result rc = tbc__cluster_new(d->cluster, &c, err);
+    if (rc) return rc;
+    rc = tbc__cluster_hello(c, d->model, &d->logger, d->n_threads ? d->n_threads : tbc__cpu_count(), err);
+    tbc_shard_desc own;
+    if (!rc) rc = tbc__cluster_plan(c, d->model, d, n_ctx, n_batch, &own, err);
+    if (!rc) *plan = *c->plan;
+    for (int i = 0; i < c->n_peers; i++) c->peers[i].up = c->peers[i].link.fd >= 0;  // say goodbye
+    tbc__cluster_free(c);
+    return rc;
+}
+
+static void tbc__appendf(char *buf, size_t cap, size_t *at, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(*at < cap ? buf + *at : NULL, *at < cap ? cap - *at : 0, fmt, ap);
+    va_end(ap);
+    if (n > 0) *at += (size_t)n;
+}
+
+static void tbc__range_text(char *out, size_t cap, int b, int e) {
+    if (e <= b) snprintf(out, cap, "-");
+    else snprintf(out, cap, "%d-%d", b, e - 1);
+}
+
+TBC__DEF size_t tbc_cluster_plan_format(const tbc_cluster_plan *P, const tbc_model *m, char *buf, size_t cap) {
+    size_t at = 0;
+    if (buf && cap) buf[0] = 0;
+    else cap = 0;
+    int k = 0;
+    for (int i = 0; i < P->n_nodes; i++) k += P->nodes[i].rank >= 0;
+    tbc__appendf(buf, cap, &at, "plan: %s split over %d nodes, activations as %s (%s)\n",
+                 P->split == TBC_SPLIT_TENSOR ? "tensor" : "pipeline", k, P->sync ? "q8_0" : "f32", P->reason);
+    if (m)
+        tbc__appendf(buf, cap, &at, "model: %d layers, %d heads (%d KV), FFN %d, vocabulary %d\n", m->info.n_layer,
+                     m->info.n_head, m->info.n_head_kv, m->info.n_ff, m->info.n_vocab);
+    tbc__appendf(buf, cap, &at, "%-28s %4s %7s %7s %11s %11s %10s %9s %9s %9s %10s %8s\n", "node", "rank", "layers",
+                 "heads", "ffn rows", "vocab rows", "weights", "KV", "offers", "sent", "link/token", "rtt");
+    for (int i = 0; i < P->n_nodes; i++) {
+        const tbc_plan_node *N = &P->nodes[i];
+        const tbc_shard_info *h = &N->shard;
+        char who[160], rank[16], lay[24], heads[24], ff[32], voc[32], mem[24], sent[24], link[24], rtt[24];
+        char wb[24], kvb[24];
+        snprintf(who, sizeof who, "%.100s%s%.40s%s", N->addr, N->name[0] ? " (" : "", N->name, N->name[0] ? ")" : "");
+        if (N->rank < 0) {
+            tbc__appendf(buf, cap, &at, "%-28.28s %4s  %s\n", who, "-", N->note);
+            continue;
+        }
+        snprintf(rank, sizeof rank, "%d", N->rank);
+        tbc__range_text(lay, sizeof lay, h->layer_begin, h->layer_end);
+        tbc__range_text(heads, sizeof heads, h->head_begin, h->head_end);
+        tbc__range_text(ff, sizeof ff, h->ff_begin, h->ff_end);
+        tbc__range_text(voc, sizeof voc, h->vocab_begin, h->vocab_end);
+        if (h->has_output && h->vocab_end == 0 && m) tbc__range_text(voc, sizeof voc, 0, m->info.n_vocab);
+        if (N->mem_usable) tbc__size_text(N->mem_usable, mem, sizeof mem);
+        else snprintf(mem, sizeof mem, "?");
+        if (N->has_model) snprintf(sent, sizeof sent, "-");
+        else tbc__size_text(N->shard_file_bytes, sent, sizeof sent);
+        if (i == 0) snprintf(link, sizeof link, "-"), snprintf(rtt, sizeof rtt, "-");
+        else {
+            tbc__size_text(N->link_bytes_per_token, link, sizeof link);
+            snprintf(rtt, sizeof rtt, "%.0f us", N->link_rtt_us);
+        }
+        tbc__appendf(buf, cap, &at, "%-28.28s %4s %7s %7s %11s %11s %10s %9s %9s %9s %10s %8s\n", who, rank, lay,
+                     heads, ff, voc, tbc__size_text(h->weight_bytes, wb, sizeof wb),
+                     tbc__size_text(h->kv_bytes, kvb, sizeof kvb), mem, sent, link, rtt);
+    }
+    return at;
 }
 
 #endif // TBC__IMPLEMENTATION_DONE

@@ -17,7 +17,7 @@ static double now(void) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: bench -m MODEL [-t THREADS] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-r REPEATS] [--json]\n"
-               "             [--peers host:port,... [--split tensor|pipeline] [--sync f32|q8_0] [--key-file F]]\n"
+               "             [--peers host:port,... [--split tensor|pipeline] [--sync f32|q8_0] [--key-file F] [--no-local]]\n"
                "  prints prefill and decode tokens/s, weight bytes read per token, the effective GB/s, and the\n"
                "  memory read bandwidth measured in the same run (same thread count) with the ratio.\n"
                "  defaults: -t all CPUs, -p 128, -n 64, -r 3\n");
@@ -66,10 +66,12 @@ int main(int argc, char **argv) {
     tbc_cluster_desc cd;
     memset(&cd, 0, sizeof cd);
     static char key[4096];
+    const char *key_file = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         if (!strcmp(a, "--json")) { json = 1; continue; }
+        if (!strcmp(a, "--no-local")) { cd.no_local = 1; continue; }
         if (i + 1 >= argc) { fprintf(stderr, "bench: unknown argument or missing value: '%s' (see --help)\n", a); return 2; }
         const char *v = argv[++i];
         char *end;
@@ -88,16 +90,7 @@ int main(int argc, char **argv) {
             else if (strcmp(v, "f32")) { fprintf(stderr, "bench: --sync expects f32 or q8_0, got '%s'\n", v); return 2; }
             continue;
         }
-        if (!strcmp(a, "--key-file")) {
-            FILE *kf = fopen(v, "rb");
-            size_t kn = kf ? fread(key, 1, sizeof key, kf) : 0;
-            if (kf) fclose(kf);
-            while (kn && (key[kn - 1] == '\n' || key[kn - 1] == '\r')) kn--;
-            if (!kn) { fprintf(stderr, "bench: cannot read a key from '%s'\n", v); return 2; }
-            cd.key = key;
-            cd.key_len = kn;
-            continue;
-        }
+        if (!strcmp(a, "--key-file")) { key_file = v; continue; }
         if (!numeric || x < 0 || x > 100000) { fprintf(stderr, "bench: %s expects a number, got '%s'\n", a, v); return 2; }
         if (!strcmp(a, "-t") || !strcmp(a, "--threads")) threads = (int)x;
         else if (!strcmp(a, "-p")) n_prompt = (int)x;
@@ -126,10 +119,14 @@ int main(int argc, char **argv) {
     sd.prefault = 1;
     sd.error = &err;
     if (cd.peers) {
-        if (!cd.key && getenv("TBC_CLUSTER_KEY") && getenv("TBC_CLUSTER_KEY")[0]) {
-            cd.key = getenv("TBC_CLUSTER_KEY");
-            cd.key_len = strlen(getenv("TBC_CLUSTER_KEY"));
+        size_t key_len = 0;
+        if (tbc_cluster_key_load(key_file, key, sizeof key, &key_len, &err) != TBC_OK) {
+            fprintf(stderr, "bench: %s\n", err.message);
+            tbc_model_destroy(m);
+            return 2;
         }
+        cd.key = key_len ? key : NULL;
+        cd.key_len = key_len;
         sd.cluster = &cd;
     }
     tbc_session *s;

@@ -33,6 +33,10 @@ static void usage(FILE *f) {
         "      --key-file F        the cluster key (or the environment variable TBC_CLUSTER_KEY)\n"
         "      --split S           tensor | pipeline | auto (default auto)\n"
         "      --sync T            f32 | q8_0: activation sums on the wire (default f32)\n"
+        "      --no-local          this machine holds no share: it tokenizes, samples and sums; the peers compute\n"
+        "      --plan              print who would hold what (layers, heads, memory, bytes per token) and exit\n"
+        "      --timeout S         seconds before a silent peer is an error (default 2)\n"
+        "  -q, --quiet             with --peers: no progress or cluster messages on stderr\n"
         "  -v, --verbose           log what the library does\n"
         "  -h, --help              this text\n");
 }
@@ -136,7 +140,7 @@ int main(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *system_msg = NULL;
     const char *stops[16];
     size_t n_stop = 0;
-    int n_predict = 128, threads = 0, n_ctx = 0, json = 0, chat = 0, verbose = 0, kv_f16 = 0;
+    int n_predict = 128, threads = 0, n_ctx = 0, json = 0, chat = 0, verbose = 0, kv_f16 = 0, plan_only = 0, quiet = 0;
     tbc_cluster_desc cd;
     memset(&cd, 0, sizeof cd);
     static char key[4096];
@@ -157,6 +161,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--kv-f16")) kv_f16 = 1;
         else if (!strcmp(a, "--peers")) cd.peers = NEXT();
         else if (!strcmp(a, "--key-file")) key_file = NEXT();
+        else if (!strcmp(a, "--no-local")) cd.no_local = 1;
+        else if (!strcmp(a, "--plan")) plan_only = 1;
+        else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = 1;
+        else if (!strcmp(a, "--timeout")) { if (!parse_num(a, NEXT(), 0.01, 3600, &x)) return 2; cd.timeout = x; }
         else if (!strcmp(a, "--split")) {
             const char *v = NEXT();
             if (!strcmp(v, "tensor")) cd.split = TBC_SPLIT_TENSOR;
@@ -189,24 +197,20 @@ int main(int argc, char **argv) {
     if (!prompt && !chat) prompt = "Once upon a time";
     if (json && chat && !prompt) { fprintf(stderr, "generate: --json with --chat needs -p\n"); return 2; }
 
-    if (key_file) {
-        FILE *kf = fopen(key_file, "rb");
-        size_t kn = kf ? fread(key, 1, sizeof key, kf) : 0;
-        if (kf) fclose(kf);
-        while (kn && (key[kn - 1] == '\n' || key[kn - 1] == '\r')) kn--;
-        if (!kn) { fprintf(stderr, "generate: cannot read a key from '%s'\n", key_file); return 2; }
-        cd.key = key;
-        cd.key_len = kn;
-    } else if (getenv("TBC_CLUSTER_KEY") && getenv("TBC_CLUSTER_KEY")[0]) {
-        cd.key = getenv("TBC_CLUSTER_KEY");
-        cd.key_len = strlen(getenv("TBC_CLUSTER_KEY"));
-    }
     tbc_error err;
+    size_t key_len = 0;
+    if (tbc_cluster_key_load(key_file, key, sizeof key, &key_len, &err) != TBC_OK) {
+        fprintf(stderr, "generate: %s\n", err.message);
+        return 2;
+    }
+    cd.key = key_len ? key : NULL;
+    cd.key_len = key_len;
     tbc_model_desc md;
     memset(&md, 0, sizeof md);
     md.path = model_path;
     md.error = &err;
     if (verbose) { md.logger.fn = tbc_log_stderr; md.logger.max_level = TBC_LOG_DEBUG; }
+    else if (cd.peers && !quiet) { md.logger.fn = tbc_log_stderr; md.logger.max_level = TBC_LOG_INFO; }
     tbc_model *model;
     if (tbc_model_open(&md, &model) != TBC_OK) {
         fprintf(stderr, "generate: %s: %s\n", model_path, err.message);
@@ -221,6 +225,26 @@ int main(int argc, char **argv) {
     sd.logger = md.logger;
     sd.error = &err;
     if (cd.peers) sd.cluster = &cd;
+    if (plan_only) {
+        if (!cd.peers) { fprintf(stderr, "generate: --plan needs --peers\n"); tbc_model_destroy(model); return 2; }
+        tbc_cluster_plan *plan = (tbc_cluster_plan *)malloc(sizeof *plan);
+        if (!plan || tbc_session_plan(&sd, plan) != TBC_OK) {
+            fprintf(stderr, "generate: %s\n", plan ? err.message : "out of memory");
+            free(plan);
+            tbc_model_destroy(model);
+            return 1;
+        }
+        size_t need = tbc_cluster_plan_format(plan, model, NULL, 0);
+        char *text = (char *)malloc(need + 1);
+        if (text) {
+            tbc_cluster_plan_format(plan, model, text, need + 1);
+            fputs(text, stdout);
+        }
+        free(text);
+        free(plan);
+        tbc_model_destroy(model);
+        return text ? 0 : 1;
+    }
     tbc_session *s;
     if (tbc_session_create(&sd, &s) != TBC_OK) {
         fprintf(stderr, "generate: %s\n", err.message);

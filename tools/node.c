@@ -27,17 +27,6 @@ static void usage(FILE *f) {
         "  -h, --help              this text\n");
 }
 
-// Reads a key file: its bytes, without a trailing newline.
-static int read_key(const char *path, char *buf, size_t cap, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    size_t n = fread(buf, 1, cap, f);
-    fclose(f);
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) n--;
-    *len = n;
-    return n > 0;
-}
-
 int main(int argc, char **argv) {
     tbc_node_desc d;
     memset(&d, 0, sizeof d);
@@ -79,19 +68,16 @@ int main(int argc, char **argv) {
 #undef NEXT
     }
     if (!d.listen) { fprintf(stderr, "node: --listen HOST:PORT is required (see --help)\n"); return 2; }
-    if (key_file) {
-        if (!read_key(key_file, key, sizeof key, &key_len)) { fprintf(stderr, "node: cannot read a key from '%s'\n", key_file); return 2; }
-    } else if (getenv("TBC_CLUSTER_KEY") && getenv("TBC_CLUSTER_KEY")[0]) {
-        key_len = strlen(getenv("TBC_CLUSTER_KEY"));
-        if (key_len > sizeof key) key_len = sizeof key;
-        memcpy(key, getenv("TBC_CLUSTER_KEY"), key_len);
+    tbc_error err;
+    if (tbc_cluster_key_load(key_file, key, sizeof key, &key_len, &err) != TBC_OK) {
+        fprintf(stderr, "node: %s\n", err.message);
+        return 2;
     }
     d.key = key_len ? key : NULL;
     d.key_len = key_len;
     d.logger.fn = tbc_log_stderr;
     d.logger.max_level = verbose ? TBC_LOG_DEBUG : TBC_LOG_INFO;
     d.stop = &stop_flag;
-    tbc_error err;
     d.error = &err;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
