@@ -3,6 +3,7 @@
 #   tools/NAME.c       -> build/NAME            (generate, tokenize, mkmodel, bench, ...)
 #   examples/NAME.c    -> build/examples/NAME
 #   tests/test_NAME.c  -> build/tests/test_NAME  (self-checking; run from the repository root)
+#   tests/test_NAME.sh -> run as they are, in the native pass (they use build/tests/relay and the tools)
 #
 # Every program is one C file that includes tbcluster.h, so each depends on the header. Variables you may set: CC, ARCH_FLAGS (default -march=native on
 # x86), CFLAGS, MODEL, PROMPT, FUZZ_SECONDS, JOBS, SHARED, NO_DEPS=1 (skip tools/deps.sh).
@@ -57,6 +58,10 @@ MACHO_KIND = Mach-O 64-bit arm64 executable
 FUZZ_SECONDS ?= 60
 # Inputs (and seeds) up to 2 MiB: every header layout is in the small files, and big inputs fuzz slowly.
 FUZZ_MAX_LEN ?= 2097152
+# The protocol fuzzer's inputs are records its harness turns into messages (tests/fuzz_proto.c); its seeds are < 3 KiB.
+FUZZ_PROTO_MAX_LEN ?= 65536
+# The model its sessions run: stories260K from SHARED, else a tiny random one made by build/mkmodel.
+FUZZ_PROTO_MODEL = $(or $(wildcard $(SHARED)/models/stories260K-q8_0.gguf),build/fuzz/proto-model.gguf)
 # No ARCH_FLAGS: the fuzzer needs no SIMD kernels, and clang takes minutes to instrument the AVX-512 ones.
 FUZZ_CFLAGS = -std=c11 -O1 -g $(WARN) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -pthread \
               $(CPPFLAGS)
@@ -66,12 +71,14 @@ TOOL_SRCS := $(wildcard tools/*.c)
 EXAMPLE_SRCS := $(wildcard examples/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 BENCH_SRCS := $(wildcard tests/bench_*.c)
+SHELL_TESTS := $(wildcard tests/test_*.sh)
 KERNEL_TEST_SRCS := $(wildcard tests/test_kernels*.c)
 
 TOOLS := $(TOOL_SRCS:tools/%.c=build/%)
 EXAMPLES := $(EXAMPLE_SRCS:examples/%.c=build/examples/%)
 TESTS := $(TEST_SRCS:tests/%.c=build/tests/%)
 BENCHES := $(BENCH_SRCS:tests/%.c=build/tests/%)
+TEST_HELPERS := build/tests/relay
 ASAN_TESTS := $(TEST_SRCS:tests/%.c=build/asan/tests/%)
 NEON_TESTS := $(KERNEL_TEST_SRCS:tests/%.c=build/aarch64/tests/%)
 X86_TESTS := $(foreach l,$(X86_NAMES),$(KERNEL_TEST_SRCS:tests/%.c=build/x86-$(l)/tests/%))
@@ -102,8 +109,8 @@ tools: $(TOOLS)
 # examples: build/examples/NAME for each examples/NAME.c
 examples: $(EXAMPLES)
 
-# tests: build/tests/test_NAME for each tests/test_NAME.c (without running them), and tests/bench_*.c
-tests: $(TESTS) $(BENCHES)
+# tests: build/tests/test_NAME for each tests/test_NAME.c (without running them), tests/bench_*.c and the relay
+tests: $(TESTS) $(BENCHES) $(TEST_HELPERS)
 
 # asan: build the tests under ASan+UBSan into build/asan/tests/
 asan: $(ASAN_TESTS)
@@ -128,11 +135,11 @@ test:
 	@for t in test-native test-asan test-x86 test-header test-neon test-macos; do $(MAKE) --no-print-directory $$t; done; \
 	 bash tests/run_tests.sh -r $(RESULTS) --summary
 
-# test-native: build everything, run build/tests/* (results add up in build/test-results.tsv)
+# test-native: build everything, run build/tests/* and tests/test_*.sh (results add up in build/test-results.tsv)
 test-native:
 	@echo "== native: $(CC) $(ALL_CFLAGS)"
 	@$(RUN) -s build -t 3600 -c "make all" -- $(SUBMAKE) -k all
-	@$(RUN) -s native $(TESTS)
+	@$(RUN) -s native $(TESTS) $(SHELL_TESTS)
 
 # test-asan: build and run the tests under AddressSanitizer + UndefinedBehaviorSanitizer
 test-asan:
@@ -204,8 +211,8 @@ else
 	build/generate -m "$(MODEL)" -p "$(PROMPT)" -n 64
 endif
 
-# fuzz: fuzz the GGUF parser with libFuzzer for FUZZ_SECONDS (default 60), seeded with ../shared's GGUF files
-fuzz: build/fuzz/fuzz_gguf
+# fuzz: fuzz the GGUF parser, then the cluster protocol, with libFuzzer for FUZZ_SECONDS each (default 60)
+fuzz: build/fuzz/fuzz_gguf build/fuzz/fuzz_proto $(FUZZ_PROTO_MODEL)
 	@mkdir -p build/fuzz/corpus build/fuzz/artifacts
 	@n=0; for f in $(SHARED)/models/*.gguf $(SHARED)/models/fixtures/*.gguf $(SHARED)/vocab/*.gguf; do \
 	    [ -f "$$f" ] && [ "$$(wc -c < "$$f")" -le $(FUZZ_MAX_LEN) ] || continue; \
@@ -213,6 +220,12 @@ fuzz: build/fuzz/fuzz_gguf
 	 done; echo "== fuzz: $$n seed files of at most $(FUZZ_MAX_LEN) bytes from $(SHARED), $(FUZZ_SECONDS)s"
 	build/fuzz/fuzz_gguf -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=4096 -len_control=0 \
 	    -max_len=$(FUZZ_MAX_LEN) -print_final_stats=1 -artifact_prefix=build/fuzz/artifacts/ build/fuzz/corpus
+	@mkdir -p build/fuzz/corpus-proto
+	@echo "== fuzz: the cluster protocol (worker and coordinator) with $(FUZZ_PROTO_MODEL), $(FUZZ_SECONDS)s; seeds:"
+	TBC_FUZZ_MODEL=$(FUZZ_PROTO_MODEL) TBC_FUZZ_PROTO_SEEDS=build/fuzz/corpus-proto build/fuzz/fuzz_proto
+	TBC_FUZZ_MODEL=$(FUZZ_PROTO_MODEL) build/fuzz/fuzz_proto -max_total_time=$(FUZZ_SECONDS) -timeout=20 \
+	    -rss_limit_mb=4096 -max_len=$(FUZZ_PROTO_MAX_LEN) -print_final_stats=1 \
+	    -artifact_prefix=build/fuzz/artifacts/proto- build/fuzz/corpus-proto
 
 # deps: check for (as root: install) everything the build and tests need
 deps:
@@ -292,3 +305,14 @@ build/fuzz/fuzz_gguf: tests/fuzz_gguf.c $(HEADER_DEPS) build/.stamp-fuzz
 	$(DEPS) fuzz
 	@mkdir -p $(@D) && rm -f $@
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(LDLIBS)
+
+# The kernels and SHA-256 stay out of the coverage instrumentation (not the sanitizers): see tests/fuzz_nocov.txt.
+build/fuzz/fuzz_proto: tests/fuzz_proto.c tests/fuzz_nocov.txt $(HEADER_DEPS) build/.stamp-fuzz
+	$(DEPS) fuzz
+	@mkdir -p $(@D) && rm -f $@
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize-coverage-ignorelist=tests/fuzz_nocov.txt -o $@ $< $(LDLIBS)
+
+# Made once (order-only): a header change need not remake it.
+build/fuzz/proto-model.gguf: | build/mkmodel
+	@mkdir -p $(@D) && rm -f $@
+	build/mkmodel --shape tiny --type q8_0 --seed 3 -o $@

@@ -247,6 +247,8 @@ typedef struct tbc_shard_info {
     int has_embeddings, has_output;
     uint64_t weight_bytes;               // bytes of weights this node holds
     uint64_t copied_bytes;               // of which copied out of the file (column slices), the rest is mapped
+    uint64_t widened_bytes;              // of which column slices off their quantization blocks, kept as F32: their
+                                         // products skip the activation rounding one node does (logits differ ~0.1)
     uint64_t streamed_bytes;             // weight bytes read per decoded token (every matrix once, one embedding row)
     uint64_t kv_bytes;                   // KV cache bytes
 } tbc_shard_info;
@@ -736,8 +738,10 @@ static TBC__MAYBE_UNUSED void tbc__quant_q8_01_ref(const float *x, uint8_t *y, i
         memcpy(y, &dh, 2);
         int sum = 0;
         for (int j = 0; j < 32; j++) {
-            int q = (int)tbc__round_even(x[j] * id);
-            q = q > 127 ? 127 : q < -128 ? -128 : q;
+            // Clamped as a float: converting NaN or a value outside int is undefined (x may hold anything a
+            // peer sent). NaN becomes -128, like the SIMD conversions' 0x80000000 saturated.
+            float v = tbc__round_even(x[j] * id);
+            int q = v >= 127.0f ? 127 : v > -128.0f ? (int)v : -128;
             y[qo + j] = (uint8_t)(int8_t)q;
             sum += q;
         }
@@ -6539,6 +6543,9 @@ static void tbc__pool_for(tbc__pool *p, int64_t n_items, int64_t chunk, tbc__tas
 // The coordinator's view of the other nodes (>>cluster); a single node has none.
 typedef struct tbc__cluster tbc__cluster;
 
+// All-reduce operations: a sum, or per element the value of largest magnitude (the first, in rank order, on ties).
+enum { TBC__SUM = 0, TBC__MAXABS = 1 };
+
 // File bytes a shard reads: count runs of len bytes, stride apart, from off.
 typedef struct tbc__range {
     uint64_t off, len, stride, count;
@@ -6556,6 +6563,7 @@ typedef struct tbc__layer {
     const float *attn_norm, *ffn_norm, *bq, *bk, *bv, *q_norm, *k_norm;   // F32 vectors (sliced for biases)
     tbc__mat wq, wk, wv, wo, w_gate, w_up, w_down;
     void *k_cache, *v_cache;      // [n_ctx][n_kv_local * head_dim], F32 or F16
+    tbc_type wo_round, down_round;  // widened slices (kept as F32): the activation type one node rounds their input to
 } tbc__layer;
 
 struct tbc_session {
@@ -6580,7 +6588,7 @@ struct tbc_session {
     size_t act_bytes;
     float *rope_cos, *rope_sin;     // per position in the batch, n_rot/2 each
     // partial sums from the other nodes: identity on one node
-    void (*allreduce)(void *comm, float *x, int64_t n);
+    void (*allreduce)(void *comm, float *x, int64_t n, int op);  // op: TBC__SUM, or TBC__MAXABS
     void *comm;
     int no_logits;                  // a tensor-parallel worker: rank 0 computes the logits
     tbc__range *ranges;             // the file bytes this shard reads
@@ -6588,6 +6596,7 @@ struct tbc_session {
     tbc__cluster *cluster;          // the other nodes, on the coordinator
     int dry;                        // only working out a shard's geometry and sizes (tbc_shard_estimate): no copies
     int no_layers;                  // a coordinator that holds no share (--no-local): embeddings, sampling, sums
+    float *round_buf;               // block maxima for tbc__round_as_one (n_batch * blocks of the widest input)
 };
 
 static tbc_result tbc__cluster_new(const tbc_cluster_desc *cd, tbc__cluster **out, tbc_error *err);
@@ -6644,6 +6653,7 @@ static tbc_result tbc__mat_cols_f32(tbc_session *s, const tbc__tensor *t, int64_
         out->rows = rows;
         out->ldw = sizeof(float) * (size_t)cols;
         s->shard.copied_bytes += out->ldw * (size_t)rows;
+        s->shard.widened_bytes += out->ldw * (size_t)rows;
         return tbc__note_range(s, t->offset, t->bytes, 0, 1) ? TBC_OK : TBC_ERR_OUT_OF_MEMORY;
     }
     float *buf = (float *)TBC_MALLOC(sizeof(float) * (size_t)(rows * cols));
@@ -6681,18 +6691,19 @@ static tbc_result tbc__mat_cols_f32(tbc_session *s, const tbc__tensor *t, int64_
     out->ldw = sizeof(float) * (size_t)cols;
     out->data = (const uint8_t *)buf;
     s->shard.copied_bytes += out->ldw * (size_t)rows;
+    if (t->type != TBC_TYPE_F32) s->shard.widened_bytes += out->ldw * (size_t)rows;
     return TBC_OK;
 }
 
 // A column range: each row's share is copied with pread, so the pages of the other columns are never mapped in.
-static tbc_result tbc__mat_cols(tbc_session *s, const tbc__tensor *t, int64_t c0, int64_t c1, tbc__mat *out,
-                                tbc_error *err) {
-    if (c0 == 0 && c1 == t->ne[0]) {
+static tbc_result tbc__mat_cols(tbc_session *s, const tbc__tensor *t, int64_t c0, int64_t c1, int widen,
+                                tbc__mat *out, tbc_error *err) {
+    if (c0 == 0 && c1 == t->ne[0] && !widen) {
         *out = tbc__mat_rows(t, 0, t->ne[1]);
         return TBC_OK;
     }
     int blk = tbc__type_block(t->type);
-    if (c0 % blk || c1 % blk) return tbc__mat_cols_f32(s, t, c0, c1, out, err);
+    if (widen || c0 % blk || c1 % blk) return tbc__mat_cols_f32(s, t, c0, c1, out, err);
     size_t full = tbc__row_bytes(t->type, t->ne[0]);
     size_t skip = tbc__row_bytes(t->type, c0), part = tbc__row_bytes(t->type, c1 - c0);
     int64_t rows = t->ne[1];
@@ -6777,6 +6788,44 @@ static void tbc__split_range(int64_t n, int64_t unit, int parts, int rank, int64
     *e = rank == parts - 1 ? n : hi * unit;
 }
 
+// The units a tensor split deals out, from the types of the given layer: query heads (*qunit) and FFN rows (*unit).
+// Heads: whole KV groups when they divide evenly; else the finest unit that keeps Wo's column slices on its
+// blocks (neighbours then share a KV head, which both compute); else single heads. FFN rows: ffn_down's block
+// (its columns are what gets sliced), else 32, else 1 when there are too few blocks for every node.
+static void tbc__tp_units(const tbc_model *m, int layer, int parts, int64_t *qunit, int64_t *unit) {
+    const tbc_model_info *I = &m->info;
+    int64_t group = I->n_head / I->n_head_kv, hd = I->head_dim, q = group;
+    int64_t blk = tbc__type_block(m->layers[layer].wo->type);
+    while (q * hd % blk != 0 && q < I->n_head) q += group;
+    if (q * hd % blk != 0 || (I->n_head / q) % parts != 0) {
+        q = 1;
+        while (q * hd % blk != 0 && q < I->n_head) q++;
+        if (q * hd % blk != 0 || I->n_head / q < parts) q = 1;
+    }
+    *qunit = q;
+    int64_t u = tbc__type_block(m->layers[layer].w_down->type);
+    if (u < 32) u = 32;
+    if (I->n_ff / u < parts) u = 32;
+    if (I->n_ff / u < parts) u = 1;
+    *unit = u;
+}
+
+// Most block maxima tbc__round_as_one exchanges per token (the widest input in the smallest blocks, 32).
+static int64_t tbc__round_blocks(const tbc_model_info *I) {
+    int64_t k = (int64_t)I->n_head * I->head_dim > I->n_ff ? (int64_t)I->n_head * I->head_dim : I->n_ff;
+    return (k + 31) / 32;
+}
+
+// 1 if splitting n (in units) among parts puts a boundary (times scale) off a block of blk.
+static int tbc__split_off_blocks(int64_t n, int64_t unit, int parts, int64_t scale, int64_t blk) {
+    for (int r = 1; r < parts; r++) {
+        int64_t b, e;
+        tbc__split_range(n, unit, parts, r, &b, &e);
+        if ((b * scale) % blk) return 1;
+    }
+    return 0;
+}
+
 // Asks the kernel to start reading a mapped range (page-aligned outward) in the background.
 static void tbc__will_need(const uint8_t *p, uint64_t n) {
     uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095;
@@ -6817,16 +6866,8 @@ static tbc_result tbc__session_bind(tbc_session *s, const tbc_session_desc *d, t
     // Query heads are split; each node holds the KV heads its query heads use (neighbours may share one, and both
     // compute it). Whole KV groups when that gives every node a share; and the output projection's columns on its
     // quantization blocks when possible (else that slice is kept dequantized, see tbc__mat_cols).
-    const tbc__tensor *wo0 = m->layers[sh->layer_begin].wo;
-    // Whole groups only when they divide evenly; else the finest unit that keeps Wo's column slices on its blocks
-    // (neighbours then share a KV head, which both compute), else single heads (slices copied as F32).
-    int64_t qunit = group, blk = tbc__type_block(wo0->type);
-    while (qunit * hd % blk != 0 && qunit < I->n_head) qunit += group;
-    if (qunit * hd % blk != 0 || (I->n_head / qunit) % sh->tp_size != 0) {
-        qunit = 1;
-        while (qunit * hd % blk != 0 && qunit < I->n_head) qunit++;
-        if (qunit * hd % blk != 0 || I->n_head / qunit < sh->tp_size) qunit = 1;
-    }
+    int64_t qunit, unit;
+    tbc__tp_units(m, sh->layer_begin, sh->tp_size, &qunit, &unit);
     tbc__split_range(I->n_head, qunit, sh->tp_size, sh->tp_rank, &hb, &he);
     sh->head_begin = (int)hb;
     sh->head_end = (int)he;
@@ -6834,10 +6875,6 @@ static tbc_result tbc__session_bind(tbc_session *s, const tbc_session_desc *d, t
     sh->head_kv_end = (int)((he + group - 1) / group);
     s->n_head_local = (int)(he - hb);
     s->n_kv_local = sh->head_kv_end - sh->head_kv_begin;
-    // FFN rows split on the block size of ffn_down's columns (its rows are what gets sliced by column).
-    const tbc__tensor *down0 = m->layers[sh->layer_begin].w_down;
-    int64_t unit = tbc__type_block(down0->type);
-    if (unit < 32) unit = 32;
     tbc__split_range(I->n_ff, unit, sh->tp_size, sh->tp_rank, &fb, &fe);
     if (fe <= fb) {
         tbc__error_set(err, TBC_ERR_SHARD, "feed-forward length %d is too small to split %d ways", I->n_ff, sh->tp_size);
@@ -6873,10 +6910,16 @@ static tbc_result tbc__session_bind(tbc_session *s, const tbc_session_desc *d, t
         L->wq = tbc__mat_rows(T->wq, q0, q1);
         L->wk = tbc__mat_rows(T->wk, k0, k1);
         L->wv = tbc__mat_rows(T->wv, k0, k1);
-        if ((rc = tbc__mat_cols(s, T->wo, q0, q1, &L->wo, err))) return rc;
+        // A column split off the quantization blocks anywhere widens every node's slice of that matrix to F32
+        // (all nodes then round the input as one node would, tbc__round_as_one)
+        int wo_off = tbc__split_off_blocks(I->n_head, qunit, sh->tp_size, hd, tbc__type_block(T->wo->type));
+        int down_off = tbc__split_off_blocks(I->n_ff, unit, sh->tp_size, 1, tbc__type_block(T->w_down->type));
+        L->wo_round = wo_off ? tbc__vec_dot_type(T->wo->type) : TBC_TYPE_F32;
+        L->down_round = down_off ? tbc__vec_dot_type(T->w_down->type) : TBC_TYPE_F32;
+        if ((rc = tbc__mat_cols(s, T->wo, q0, q1, wo_off, &L->wo, err))) return rc;
         L->w_gate = tbc__mat_rows(T->w_gate, fb, fe);
         L->w_up = tbc__mat_rows(T->w_up, fb, fe);
-        if ((rc = tbc__mat_cols(s, T->w_down, fb, fe, &L->w_down, err))) return rc;
+        if ((rc = tbc__mat_cols(s, T->w_down, fb, fe, down_off, &L->w_down, err))) return rc;
         wbytes += tbc__mat_bytes(&L->wq) + tbc__mat_bytes(&L->wk) + tbc__mat_bytes(&L->wv) + tbc__mat_bytes(&L->wo) +
                   tbc__mat_bytes(&L->w_gate) + tbc__mat_bytes(&L->w_up) + tbc__mat_bytes(&L->w_down);
         const tbc__tensor *vecs[7] = {T->attn_norm, T->ffn_norm, T->bq, T->bk, T->bv, T->q_norm, T->k_norm};
@@ -6975,7 +7018,8 @@ static tbc_result tbc__session_alloc(tbc_session *s, tbc_error *err) {
         }
     }
     s->act = TBC_MALLOC(s->act_bytes);
-    if (!s->act) {
+    s->round_buf = (float *)TBC_MALLOC(sizeof(float) * (size_t)(nb * tbc__round_blocks(I)) + 64);
+    if (!s->act || !s->round_buf) {
         tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "no memory for scratch buffers");
         return TBC_ERR_OUT_OF_MEMORY;
     }
@@ -6992,6 +7036,7 @@ TBC__DEF void tbc_session_destroy(tbc_session *s) {
                      s->rope_cos, s->rope_sin};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) TBC_FREE(bufs[i]);
     TBC_FREE(s->act);
+    TBC_FREE(s->round_buf);
     TBC_FREE(s->kv_mem);
     TBC_FREE(s->layers);
     TBC_FREE(s->ranges);
@@ -7303,6 +7348,44 @@ static void tbc__attn_task(void *arg, int64_t b, int64_t e, int thread) {
 static float tbc__silu(float x) { return x / (1.0f + expf(-x)); }
 
 // Runs n (<= n_batch) tokens at positions pos0.. through this node's layers; x holds their hidden states.
+// A node's columns [c0, c0 + cols) of an input row of k values, for a slice that is not on quantization blocks:
+// one node would round the whole row to type t (Q8_0, Q8_1 or Q8_K blocks) before the product. Each block's scale
+// comes from its value of largest magnitude, which may be on another node: the nodes exchange those (one float per
+// block and token), then each rounds its part with the block's true scale, as one node would. Rows ld floats apart.
+static void tbc__round_as_one(tbc_session *s, tbc_type t, float *x, int64_t n, int64_t cols, int64_t c0, int64_t k) {
+    int64_t blk = tbc__type_block(t), nb = (k + blk - 1) / blk;
+    if (blk <= 1 || cols <= 0) return;
+    float *mx = s->round_buf, tmp[256], deq[256];
+    uint8_t q[512];
+    for (int64_t i = 0; i < n; i++) {
+        float *m = mx + i * nb;
+        for (int64_t b = 0; b < nb; b++) m[b] = 0;
+        for (int64_t j = 0; j < cols; j++) {
+            float v = x[i * cols + j];
+            int64_t b = (c0 + j) / blk;
+            if (fabsf(v) > fabsf(m[b])) m[b] = v;
+        }
+    }
+    if (s->allreduce) s->allreduce(s->comm, mx, n * nb, TBC__MAXABS);
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t b = c0 / blk; b * blk < c0 + cols; b++) {
+            int64_t lo = b * blk > c0 ? b * blk : c0, hi = (b + 1) * blk < c0 + cols ? (b + 1) * blk : c0 + cols;
+            // the block as one node sees it: this node's values, and the largest one where another node holds it
+            float big = mx[i * nb + b];
+            int placed = 0;
+            for (int64_t j = 0; j < blk; j++) {
+                int64_t col = b * blk + j;
+                if (col >= lo && col < hi) tmp[j] = x[i * cols + (col - c0)];
+                else if (!placed) { tmp[j] = big; placed = 1; }
+                else tmp[j] = 0;
+            }
+            tbc__quantize(t, tmp, q, blk);
+            tbc__dequantize(t, q, deq, blk);
+            for (int64_t col = lo; col < hi; col++) x[i * cols + (col - c0)] = deq[col - b * blk];
+        }
+    }
+}
+
 static void tbc__forward_layers(tbc_session *s, int64_t pos0, int64_t n) {
     const tbc_model *m = s->model;
     const tbc_model_info *I = &m->info;
@@ -7348,16 +7431,21 @@ static void tbc__forward_layers(tbc_session *s, int64_t pos0, int64_t n) {
         aj.pos0 = pos0;
         aj.n = n;
         tbc__pool_for(&s->pool, n * s->n_head_local, 1, tbc__attn_task, &aj);
+        if (L->wo_round != TBC_TYPE_F32)
+            tbc__round_as_one(s, L->wo_round, s->att, n, (int64_t)qd, (int64_t)s->shard.head_begin * hd,
+                              (int64_t)I->n_head * hd);
         tbc__matmul(s, &c, &L->wo, s->att, qd, n, s->o, d);
-        if (s->allreduce) s->allreduce(s->comm, s->o, n * (int64_t)d);
+        if (s->allreduce) s->allreduce(s->comm, s->o, n * (int64_t)d, TBC__SUM);
         for (size_t i = 0; i < (size_t)n * d; i++) s->x[i] += s->o[i];
         c.src = NULL;  // xn is about to change
         for (int64_t t = 0; t < n; t++) tbc__rmsnorm(s->xn + t * d, s->x + t * d, L->ffn_norm, (int64_t)d, I->rms_eps);
         tbc__matmul(s, &c, &L->w_gate, s->xn, d, n, s->gate, ff);
         tbc__matmul(s, &c, &L->w_up, s->xn, d, n, s->up, ff);
         for (size_t i = 0; i < (size_t)n * ff; i++) s->gate[i] = tbc__silu(s->gate[i]) * s->up[i];
+        if (L->down_round != TBC_TYPE_F32)
+            tbc__round_as_one(s, L->down_round, s->gate, n, (int64_t)ff, (int64_t)s->shard.ff_begin, (int64_t)I->n_ff);
         tbc__matmul(s, &c, &L->w_down, s->gate, ff, n, s->o, d);
-        if (s->allreduce) s->allreduce(s->comm, s->o, n * (int64_t)d);
+        if (s->allreduce) s->allreduce(s->comm, s->o, n * (int64_t)d, TBC__SUM);
         for (size_t i = 0; i < (size_t)n * d; i++) s->x[i] += s->o[i];
     }
 }
@@ -7812,6 +7900,7 @@ typedef struct tbc__link {
     uint64_t send_seq, recv_seq;
     uint64_t bytes_sent, bytes_received;
     double last_recv;              // tbc__now() of the last frame received
+    double spin;                   // seconds to keep asking for data before sleeping in poll (per-token traffic)
 } tbc__link;
 
 // Splits "host:port" / "[v6]:port" into host and port; 0 on success.
@@ -7957,6 +8046,7 @@ static tbc_result tbc__sock_connect(const char *addr, double timeout, int *out_f
 // Reads or writes exactly n bytes before the deadline (absolute tbc__now() seconds; <= 0: none).
 static tbc_result tbc__io_all(tbc__link *l, int writing, struct iovec *iov, int iovcnt, double deadline,
                               tbc_error *err) {
+    double spin_until = 0;
     while (iovcnt > 0) {
         ssize_t r;
         if (writing) {
@@ -7989,6 +8079,12 @@ static tbc_result tbc__io_all(tbc__link *l, int writing, struct iovec *iov, int 
             tbc__error_set(err, TBC_ERR_PEER_LOST, "connection to %s failed: %s", l->peer, strerror(errno));
             return TBC_ERR_PEER_LOST;
         }
+        if (!writing && l->spin > 0) {
+            // A partial sum is usually microseconds away: asking again costs less than sleeping in poll and being
+            // woken (tens of microseconds per message, two messages per all-reduce).
+            if (spin_until == 0) spin_until = tbc__now() + l->spin;
+            if (tbc__now() < spin_until) continue;
+        }
         struct pollfd pf;
         pf.fd = l->fd;
         pf.events = writing ? POLLOUT : POLLIN;
@@ -8009,6 +8105,13 @@ static tbc_result tbc__io_all(tbc__link *l, int writing, struct iovec *iov, int 
         }
     }
     return TBC_OK;
+}
+
+// How long a link busy-waits for per-token traffic before sleeping (TBC_SPIN_US overrides; 0 = never).
+static double tbc__spin_seconds(void) {
+    const char *v = getenv("TBC_SPIN_US");
+    double us = v && *v ? atof(v) : 200;
+    return us > 0 && us < 1e6 ? us * 1e-6 : 0;
 }
 
 static void tbc__put_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
@@ -8248,10 +8351,13 @@ static int tbc__hello_decode(const uint8_t *p, uint32_t n, tbc__hello *h, tbc_er
     tbc__reader r;
     r.base = p; r.size = n; r.pos = 0; r.err = err; r.what = "hello message";
     memset(h, 0, sizeof *h);
-    return tbc__rd_u32(&r, &h->role) && tbc__rd(&r, h->nonce, 32) && tbc__rd_fixstr(&r, h->name, sizeof h->name) &&
-           tbc__rd_u32(&r, &h->cores) && tbc__rd_u64(&r, &h->mem_usable) &&
-           tbc__rd_fixstr(&r, h->simd, sizeof h->simd) && tbc__rd_fixstr(&r, h->transports, sizeof h->transports) &&
-           tbc__rd_u32(&r, &h->has_model) && tbc__rd(&r, h->model_id, 32) && tbc__rd_u64(&r, &h->model_size);
+    int ok = tbc__rd_u32(&r, &h->role) && tbc__rd(&r, h->nonce, 32) && tbc__rd_fixstr(&r, h->name, sizeof h->name) &&
+             tbc__rd_u32(&r, &h->cores) && tbc__rd_u64(&r, &h->mem_usable) &&
+             tbc__rd_fixstr(&r, h->simd, sizeof h->simd) && tbc__rd_fixstr(&r, h->transports, sizeof h->transports) &&
+             tbc__rd_u32(&r, &h->has_model) && tbc__rd(&r, h->model_id, 32) && tbc__rd_u64(&r, &h->model_size);
+    if (!ok && err && err->code != TBC_ERR_PROTOCOL)  // the reader's "file ends" error: a message is not a file
+        tbc__error_set(err, TBC_ERR_PROTOCOL, "hello message of %u bytes ends early", n);
+    return ok;
 }
 
 // Sends an ERROR message (best effort: the connection is about to close).
@@ -8357,6 +8463,7 @@ typedef struct tbc__plan_msg {
     uint32_t rank, world, split, sync;
     int32_t layer_begin, layer_end, tp_rank, tp_size;
     uint32_t n_ctx, n_batch, kv_type;
+    int32_t expect[6];             // the shard the coordinator worked out: heads, FFN rows, vocabulary rows [b, e)
 } tbc__plan_msg;
 
 static void tbc__plan_encode(const tbc__plan_msg *p, tbc__wbuf *w) {
@@ -8367,20 +8474,29 @@ static void tbc__plan_encode(const tbc__plan_msg *p, tbc__wbuf *w) {
                       (uint32_t)p->tp_rank, (uint32_t)p->tp_size, p->n_ctx, p->n_batch};
     for (int i = 0; i < 10; i++) tbc__wb_u32(w, v[i]);
     tbc__wb_u32(w, p->kv_type);
+    for (int i = 0; i < 6; i++) tbc__wb_u32(w, (uint32_t)p->expect[i]);
 }
 
 static int tbc__plan_decode(const uint8_t *b, uint32_t n, tbc__plan_msg *p, tbc_error *err) {
     tbc__reader r;
     r.base = b; r.size = n; r.pos = 0; r.err = err; r.what = "plan message";
     uint32_t v[11];
-    if (!tbc__rd(&r, p->model_id, 32) || !tbc__rd_u64(&r, &p->file_size) || !tbc__rd_u64(&r, &p->header_bytes)) return 0;
-    for (int i = 0; i < 11; i++) if (!tbc__rd_u32(&r, &v[i])) return 0;
+    uint32_t e[6];
+    int ok = tbc__rd(&r, p->model_id, 32) && tbc__rd_u64(&r, &p->file_size) && tbc__rd_u64(&r, &p->header_bytes);
+    for (int i = 0; i < 11 && ok; i++) ok = tbc__rd_u32(&r, &v[i]);
+    for (int i = 0; i < 6 && ok; i++) ok = tbc__rd_u32(&r, &e[i]);
+    if (!ok) {  // the reader's error says "file ends": a message is not a file, and the code must be PROTOCOL
+        tbc__error_set(err, TBC_ERR_PROTOCOL, "plan message of %u bytes ends early (%d expected)", n, 48 + 44 + 24);
+        return 0;
+    }
+    for (int i = 0; i < 6; i++) p->expect[i] = (int32_t)e[i];
     p->rank = v[0]; p->world = v[1]; p->split = v[2]; p->sync = v[3];
     p->layer_begin = (int32_t)v[4]; p->layer_end = (int32_t)v[5]; p->tp_rank = (int32_t)v[6]; p->tp_size = (int32_t)v[7];
     p->n_ctx = v[8]; p->n_batch = v[9]; p->kv_type = v[10];
     if (p->n_ctx == 0 || p->n_ctx > (1u << 24) || p->n_batch == 0 || p->n_batch > p->n_ctx || p->kv_type > 1 ||
         p->sync > 1 || p->world < 2 || p->world > 64 || p->rank == 0 || p->rank >= p->world ||
-        p->header_bytes > p->file_size) {
+        p->header_bytes > p->file_size || (p->split != TBC_SPLIT_TENSOR && p->split != TBC_SPLIT_PIPELINE) ||
+        (p->split == TBC_SPLIT_TENSOR && p->layer_begin != 0)) {  // every tensor rank embeds the tokens itself
         tbc__error_set(err, TBC_ERR_PROTOCOL, "plan message has out-of-range values");
         return 0;
     }
@@ -8441,6 +8557,8 @@ struct tbc__cluster {
 
 static size_t tbc__max_msg(const tbc_model *m, int n_batch, int sync) {
     size_t act = tbc__sync_bytes(sync, (int64_t)n_batch * m->info.n_embd);
+    size_t maxima = (size_t)n_batch * (size_t)tbc__round_blocks(&m->info) * 4;
+    if (maxima > act) act = maxima;
     size_t hidden = 16 + (size_t)n_batch * (size_t)m->info.n_embd * 4;
     size_t eval = 16 + (size_t)n_batch * 4;
     size_t a = act > hidden ? act : hidden;
@@ -8715,7 +8833,7 @@ static tbc_result tbc__cluster_ready(tbc_session *s, tbc_error *err) {
                                 &type, buf, cap, &n, tbc__now() + 600, err);
             if (rc) break;
             if (type == TBC__MSG_ERROR) { rc = tbc__peer_error(&p->link, buf, n, err); break; }
-            if (type == TBC__MSG_READY) { p->up = 1; break; }
+            if (type == TBC__MSG_READY) { p->up = 1; p->link.spin = tbc__spin_seconds(); break; }
             if ((rc = tbc__serve_need(p, m, buf, n, timeout, &sent, &s->log, err))) break;
         }
     }
@@ -8733,12 +8851,12 @@ static tbc_result tbc__cluster_ready(tbc_session *s, tbc_error *err) {
 }
 
 // Rank 0's side of an all-reduce: every worker's partial, summed in rank order, goes back to everyone.
-static void tbc__coord_allreduce(void *comm, float *x, int64_t n) {
+static void tbc__coord_allreduce(void *comm, float *x, int64_t n, int op) {
     tbc_session *s = (tbc_session *)comm;
     tbc__cluster *c = s->cluster;
     if (c->broken) return;
     double t0 = tbc__now();
-    int sync = (int)c->desc.sync;
+    int sync = op == TBC__SUM ? (int)c->desc.sync : 0;  // block maxima always travel exactly
     size_t bytes = tbc__sync_bytes(sync, n);
     memcpy(c->sum, x, (size_t)n * 4);
     for (int i = 0; i < c->n_peers; i++) {
@@ -8752,7 +8870,8 @@ static void tbc__coord_allreduce(void *comm, float *x, int64_t n) {
         }
         if (rc) { c->broken = 1; return; }
         tbc__sync_unpack(sync, c->wire, n, c->part);
-        for (int64_t k = 0; k < n; k++) c->sum[k] += c->part[k];
+        if (op == TBC__SUM) for (int64_t k = 0; k < n; k++) c->sum[k] += c->part[k];
+        else for (int64_t k = 0; k < n; k++) if (fabsf(c->part[k]) > fabsf(c->sum[k])) c->sum[k] = c->part[k];
     }
     tbc__sync_pack(sync, c->sum, n, c->wire);
     for (int i = 0; i < c->n_peers; i++) {
@@ -8807,10 +8926,26 @@ static tbc_result tbc__cluster_gather_logits(tbc_session *s) {
 static void tbc__cluster_relay(tbc_session *s, int64_t n) {
     tbc__cluster *c = s->cluster;
     if (!c || c->split != TBC_SPLIT_TENSOR) return;
-    int64_t len = n * s->model->info.n_embd;
-    for (int i = 0; i < 2 * s->model->info.n_layer && !c->broken; i++) {
-        memset(s->o, 0, (size_t)len * 4);
-        tbc__coord_allreduce(s, s->o, len);
+    const tbc_model *m = s->model;
+    const tbc_model_info *I = &m->info;
+    int64_t len = n * I->n_embd;
+    int64_t qunit, unit;
+    tbc__tp_units(m, 0, c->n_peers, &qunit, &unit);
+    for (int l = 0; l < I->n_layer && !c->broken; l++) {
+        const tbc__layer_tensors *T = &m->layers[l];
+        for (int half = 0; half < 2; half++) {
+            const tbc__tensor *w = half ? T->w_down : T->wo;
+            int off = half ? tbc__split_off_blocks(I->n_ff, unit, c->n_peers, 1, tbc__type_block(w->type))
+                           : tbc__split_off_blocks(I->n_head, qunit, c->n_peers, I->head_dim, tbc__type_block(w->type));
+            if (off) {  // the workers exchange block maxima first (tbc__round_as_one)
+                int64_t blk = tbc__type_block(tbc__vec_dot_type(w->type));
+                int64_t k = half ? I->n_ff : (int64_t)I->n_head * I->head_dim;
+                memset(s->o, 0, (size_t)(n * ((k + blk - 1) / blk)) * 4);
+                tbc__coord_allreduce(s, s->o, n * ((k + blk - 1) / blk), TBC__MAXABS);
+            }
+            memset(s->o, 0, (size_t)len * 4);
+            tbc__coord_allreduce(s, s->o, len, TBC__SUM);
+        }
     }
 }
 
@@ -8908,14 +9043,35 @@ typedef struct tbc__worker {
     uint8_t *wire;
     size_t wire_cap;
     double timeout;
+    uint64_t offered;             // the memory this node offered in its hello (0: unknown)
     tbc_error err;
 } tbc__worker;
 
-static void tbc__worker_allreduce(void *comm, float *x, int64_t n) {
+// A plan is a request for memory: refuse one that needs more than this node offered, before allocating any of it
+// (n_ctx alone may ask for gigabytes of KV cache). Weights, KV cache, and the n_batch-row scratch of the forward pass.
+static tbc_result tbc__worker_plan_fits(const tbc__worker *w, const tbc_session_desc *sd, tbc_error *err) {
+    if (!w->offered) return TBC_OK;
+    const tbc_model_info *I = &sd->model->info;
+    tbc_shard_info info;
+    tbc_result rc = tbc__shard_estimate(sd->model, &sd->shard, 0, sd->n_ctx, sd->kv_type, &info, NULL, err);
+    if (rc) return rc;
+    uint64_t hd = (uint64_t)I->head_dim, d = (uint64_t)I->n_embd, ff = (uint64_t)(info.ff_end - info.ff_begin);
+    uint64_t qd = (uint64_t)(info.head_end - info.head_begin) * hd;
+    uint64_t kd = (uint64_t)(info.head_kv_end - info.head_kv_begin) * hd;
+    uint64_t need = info.weight_bytes + info.kv_bytes + (uint64_t)sd->n_batch * (4 * d + 3 * qd + 2 * kd + 3 * ff) * 4 +
+                    (uint64_t)sd->n_ctx * 4;
+    if (need <= w->offered) return TBC_OK;
+    tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "the plan needs %.1f MiB (n_ctx %d, n_batch %d), this node offers "
+                   "%.1f MiB", (double)need / 1048576.0, sd->n_ctx, sd->n_batch, (double)w->offered / 1048576.0);
+    return TBC_ERR_OUT_OF_MEMORY;
+}
+
+static void tbc__worker_allreduce(void *comm, float *x, int64_t n, int op) {
     tbc__worker *w = (tbc__worker *)comm;
     if (w->failed) return;
-    size_t bytes = tbc__sync_bytes(w->sync, n);
-    tbc__sync_pack(w->sync, x, n, w->wire);
+    int sync = op == TBC__SUM ? w->sync : 0;
+    size_t bytes = tbc__sync_bytes(sync, n);
+    tbc__sync_pack(sync, x, n, w->wire);
     uint16_t type;
     uint32_t got;
     tbc_result rc = tbc__link_send(&w->link, TBC__MSG_PARTIAL, w->wire, bytes, tbc__now() + w->timeout, &w->err);
@@ -8926,7 +9082,7 @@ static void tbc__worker_allreduce(void *comm, float *x, int64_t n) {
         tbc__error_set(&w->err, rc, "coordinator sent a sum of %u bytes, expected %zu", got, bytes);
     }
     if (rc) { w->failed = 1; return; }
-    tbc__sync_unpack(w->sync, w->wire, n, x);
+    tbc__sync_unpack(sync, w->wire, n, x);
 }
 
 static int tbc__mkdirs(const char *path) {
@@ -9041,6 +9197,7 @@ static tbc_result tbc__worker_session(tbc__worker *w, const tbc_node_desc *d, tb
             return TBC_ERR_MODEL_MISMATCH;
         }
         sd.model = own;
+        if ((rc = tbc__worker_plan_fits(w, &sd, err))) return rc;
         return tbc_session_create(&sd, &w->s);
     }
     // No model file: the shard cache, a sparse copy of the model file holding only what this node needs.
@@ -9088,7 +9245,7 @@ static tbc_result tbc__worker_session(tbc__worker *w, const tbc_node_desc *d, tb
             break;
         }
         sd.model = *cache_model;
-        if ((rc = tbc_session_create(&sd, &w->s))) break;
+        if ((rc = tbc__worker_plan_fits(w, &sd, err)) || (rc = tbc_session_create(&sd, &w->s))) break;
         tbc__range *need = (tbc__range *)TBC_MALLOC(sizeof(tbc__range) * (size_t)(w->s->n_ranges + 1));
         int n_need = 0;
         if (!need) { rc = TBC_ERR_OUT_OF_MEMORY; break; }
@@ -9125,11 +9282,13 @@ static tbc_result tbc__serve_coordinator(int fd, const char *peer, const tbc_nod
     tbc__hello mine, theirs;
     tbc__hello_fill(&mine, 1, d->name, own, d->n_threads);
     if (d->mem_limit && (!mine.mem_usable || d->mem_limit < mine.mem_usable)) mine.mem_usable = d->mem_limit;
+    w.offered = mine.mem_usable;
     tbc_model *cache_model = NULL;
     uint16_t type = 0;
     uint32_t n = 0;
     uint64_t received = 0;
     tbc__plan_msg pl;
+    memset(&pl, 0, sizeof pl);
     const size_t cap = 65536;  // a plan, or a link probe (heartbeats are echoed)
     uint8_t *buf = (uint8_t *)TBC_MALLOC(cap);
     tbc_result rc = buf ? tbc__handshake(&w.link, 0, key, key_len, &mine, &theirs, w.timeout * 5, err)
@@ -9159,6 +9318,19 @@ static tbc_result tbc__serve_coordinator(int fd, const char *peer, const tbc_nod
         }
     }
     if (!rc) {
+        // Every node works out its own slice: one built with other split rules would silently add wrong sums.
+        const tbc_shard_info *h = &w.s->shard;
+        int32_t got[6] = {h->head_begin, h->head_end, h->ff_begin, h->ff_end, h->vocab_begin, h->vocab_end};
+        if (memcmp(got, pl.expect, sizeof got) != 0) {
+            rc = TBC_ERR_VERSION;
+            tbc__error_set(err, rc, "this node's share (heads %d-%d, FFN rows %d-%d, vocabulary %d-%d) is not the one "
+                           "the coordinator planned (heads %d-%d, FFN rows %d-%d, vocabulary %d-%d): the nodes run "
+                           "different tbcluster versions", got[0], got[1] - 1, got[2], got[3] - 1, got[4], got[5] - 1,
+                           pl.expect[0], pl.expect[1] - 1, pl.expect[2], pl.expect[3] - 1, pl.expect[4], pl.expect[5] - 1);
+            tbc__send_error(&w.link, err->message);
+        }
+    }
+    if (!rc) {
         w.sync = (int)pl.sync;
         w.wire_cap = tbc__max_msg(w.s->model, (int)pl.n_batch, 0);
         w.wire = (uint8_t *)TBC_MALLOC(w.wire_cap);
@@ -9172,14 +9344,17 @@ static tbc_result tbc__serve_coordinator(int fd, const char *peer, const tbc_nod
         tbc__put_u64(ready, w.s->shard.weight_bytes);
         tbc__put_u64(ready + 8, received);
         rc = tbc__link_send(&w.link, TBC__MSG_READY, ready, sizeof ready, tbc__now() + w.timeout, err);
+        w.link.spin = tbc__spin_seconds();
         tbc__log(&d->logger, TBC_LOG_INFO, "ready: %.1f MiB of weights (%.1f MiB received)",
                  (double)w.s->shard.weight_bytes / 1048576.0, (double)received / 1048576.0);
     }
     size_t d_embd = w.s ? (size_t)w.s->model->info.n_embd : 0;
+    // Only the requests of the plan's split: a pipeline shard has no embeddings or output to run an EVAL with.
+    uint64_t request = pl.split == TBC_SPLIT_TENSOR ? TBC__BIT(TBC__MSG_EVAL) : TBC__BIT(TBC__MSG_HIDDEN);
     while (!rc) {
         // Between requests the coordinator sends heartbeats; silence this long means it is gone.
-        rc = tbc__link_recv(&w.link, TBC__BIT(TBC__MSG_EVAL) | TBC__BIT(TBC__MSG_HIDDEN) | TBC__BIT(TBC__MSG_HEARTBEAT) |
-                            TBC__BIT(TBC__MSG_BYE), &type, w.wire, w.wire_cap, &n, tbc__now() + w.timeout * 10, err);
+        rc = tbc__link_recv(&w.link, request | TBC__BIT(TBC__MSG_HEARTBEAT) | TBC__BIT(TBC__MSG_BYE), &type, w.wire,
+                            w.wire_cap, &n, tbc__now() + w.timeout * 10, err);
         if (rc) break;
         if (type == TBC__MSG_BYE) break;
         if (type == TBC__MSG_HEARTBEAT) {
@@ -9452,7 +9627,7 @@ static tbc_result tbc__cluster_plan(tbc__cluster *c, const tbc_model *m, const t
                 double tp = tbc__plan_seconds(m, P, TBC_SPLIT_PIPELINE);
                 sp = t_ok && tt < tp ? TBC_SPLIT_TENSOR : TBC_SPLIT_PIPELINE;
                 if (t_ok)
-                    snprintf(P->reason, sizeof P->reason, "auto: %s; estimated %.1f ms/token as tensor split, %.1f as "
+                    snprintf(P->reason, sizeof P->reason, "auto: %s; estimated %.3g ms/token as tensor split, %.3g as "
                              "pipeline (link round trips measured, compute at %.0f GB/s per core)",
                              sp == TBC_SPLIT_TENSOR ? "tensor" : "pipeline", tt * 1e3, tp * 1e3, tbc__stream_rate(1) / 1e9);
                 else
@@ -9553,6 +9728,8 @@ static tbc_result tbc__cluster_plan(tbc__cluster *c, const tbc_model *m, const t
         p->layer_end = sh->layer_end;
         p->tp_rank = sh->tp_rank;
         p->tp_size = sh->tp_size;
+        int32_t ex[6] = {sh->head_begin, sh->head_end, sh->ff_begin, sh->ff_end, sh->vocab_begin, sh->vocab_end};
+        memcpy(p->expect, ex, sizeof ex);
     }
     return TBC_OK;
 }
@@ -9609,6 +9786,8 @@ static tbc_result tbc__cluster_new(const tbc_cluster_desc *cd, tbc__cluster **ou
 static tbc_result tbc__cluster_attach(tbc_session *s, tbc_error *err) {
     tbc__cluster *c = s->cluster;
     size_t n = (size_t)s->n_batch * (size_t)s->model->info.n_embd;
+    size_t nr = (size_t)s->n_batch * (size_t)tbc__round_blocks(&s->model->info);
+    if (nr > n) n = nr;
     c->sum = (float *)TBC_MALLOC(n * 4);
     c->part = (float *)TBC_MALLOC(n * 4);
     c->wire_cap = tbc__max_msg(s->model, s->n_batch, 0);

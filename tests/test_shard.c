@@ -91,13 +91,15 @@ typedef struct rank_ctx {
 
 static __thread int tls_rank;
 
-static void pair_allreduce(void *comm, float *x, int64_t n) {
+static void pair_allreduce(void *comm, float *x, int64_t n, int op) {
     pair_comm *pc = (pair_comm *)comm;
     pc->part[tls_rank] = x;
     pthread_barrier_wait(&pc->bar);
     // both ranks compute the same fixed-order sum into their own buffer
     float *tmp = (float *)malloc(sizeof(float) * (size_t)n);
-    for (int64_t i = 0; i < n; i++) tmp[i] = pc->part[0][i] + pc->part[1][i];
+    for (int64_t i = 0; i < n; i++)
+        tmp[i] = op == TBC__SUM ? pc->part[0][i] + pc->part[1][i]
+                                : fabsf(pc->part[1][i]) > fabsf(pc->part[0][i]) ? pc->part[1][i] : pc->part[0][i];
     pthread_barrier_wait(&pc->bar);
     memcpy(x, tmp, sizeof(float) * (size_t)n);
     free(tmp);
