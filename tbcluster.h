@@ -8639,7 +8639,11 @@ static tbc_result tbc__serve_need(tbc__peer *p, const tbc_model *m, const uint8_
         if (!g.len || !g.count || g.len > TBC__DATA_CHUNK || (g.count > 1 && g.stride < g.len) ||
             !tbc__mul_u64(g.count - 1, g.stride, &last_end) || !tbc__add_u64(last_end, g.off, &last_end) ||
             !tbc__add_u64(last_end, g.len, &last_end) || last_end > m->map.size) {
-            tbc__error_set(err, TBC_ERR_PROTOCOL, "%s asked for bytes outside the model file", p->addr);
+            if (g.len > TBC__DATA_CHUNK)
+                tbc__error_set(err, TBC_ERR_PROTOCOL, "%s asked for runs of %llu bytes (at most %llu per run)", p->addr,
+                               (unsigned long long)g.len, (unsigned long long)TBC__DATA_CHUNK);
+            else
+                tbc__error_set(err, TBC_ERR_PROTOCOL, "%s asked for bytes outside the model file", p->addr);
             return TBC_ERR_PROTOCOL;
         }
         all += g.len * g.count;
@@ -8824,17 +8828,32 @@ static tbc_result tbc__cluster_ready(tbc_session *s, tbc_error *err) {
     uint8_t *buf = (uint8_t *)TBC_MALLOC(cap);
     if (!buf && !rc) rc = TBC_ERR_OUT_OF_MEMORY;
     uint64_t sent = 0;
+    double t_wait = tbc__now(), last_note = t_wait;
     for (int i = 0; i < c->n_peers && !rc; i++) {
         tbc__peer *p = &c->peers[i];
+        double quiet_since = tbc__now();  // a worker may take up to 600 s to load or to ask for its next bytes
         for (;;) {
             uint16_t type;
             uint32_t n;
+            struct pollfd pf;
+            pf.fd = p->link.fd;
+            pf.events = POLLIN;
+            if (poll(&pf, 1, 1000) == 0) {  // still loading: say so every few seconds (the deadline below still holds)
+                if (tbc__now() - last_note >= 5.0) {
+                    last_note = tbc__now();
+                    tbc__log(&s->log, TBC_LOG_INFO, "waiting for %s ('%s') to load its shard (%.0f s)", p->addr,
+                             p->hello.name, last_note - t_wait);
+                }
+                if (tbc__now() - quiet_since < 600) continue;
+            }
             rc = tbc__link_recv(&p->link, TBC__BIT(TBC__MSG_NEED) | TBC__BIT(TBC__MSG_READY) | TBC__BIT(TBC__MSG_ERROR),
-                                &type, buf, cap, &n, tbc__now() + 600, err);
+                                &type, buf, cap, &n, quiet_since + 600 > tbc__now() ? quiet_since + 600 : tbc__now() + timeout,
+                                err);
             if (rc) break;
             if (type == TBC__MSG_ERROR) { rc = tbc__peer_error(&p->link, buf, n, err); break; }
             if (type == TBC__MSG_READY) { p->up = 1; p->link.spin = tbc__spin_seconds(); break; }
             if ((rc = tbc__serve_need(p, m, buf, n, timeout, &sent, &s->log, err))) break;
+            quiet_since = tbc__now();
         }
     }
     TBC_FREE(buf);
@@ -9095,8 +9114,31 @@ static int tbc__mkdirs(const char *path) {
 }
 
 // Receives DATA messages for the given ranges and writes them into the cache file, verified.
-static tbc_result tbc__fetch_ranges(tbc__worker *w, int fd, tbc__manifest *mf, const tbc__range *need, int n_need,
+static tbc_result tbc__fetch_ranges(tbc__worker *w, int fd, tbc__manifest *mf, const tbc__range *want, int n_want,
                                     uint64_t *received, const tbc_logger *log, tbc_error *err) {
+    // On the wire a run is at most one DATA message: a long contiguous range goes as runs of 1 MiB and the rest.
+    // The manifest keeps the ranges as the shard names them (what a restart looks up).
+    const uint64_t piece = (uint64_t)1 << 20;
+    tbc__range *need = (tbc__range *)TBC_MALLOC(sizeof(tbc__range) * (size_t)(2 * n_want + 1));
+    int *last_of = (int *)TBC_MALLOC(sizeof(int) * (size_t)(2 * n_want + 1));  // wire range -> shard range it ends
+    if (!need || !last_of) { TBC_FREE(need); TBC_FREE(last_of); return TBC_ERR_OUT_OF_MEMORY; }
+    int n_need = 0;
+    for (int i = 0; i < n_want; i++) {
+        const tbc__range *g = &want[i];
+        if (g->count == 1 && g->len > piece) {
+            need[n_need].off = g->off; need[n_need].len = piece; need[n_need].stride = piece;
+            need[n_need].count = g->len / piece;
+            last_of[n_need++] = g->len % piece ? -1 : i;
+            if (g->len % piece) {
+                need[n_need].off = g->off + g->len / piece * piece; need[n_need].len = g->len % piece;
+                need[n_need].stride = 0; need[n_need].count = 1;
+                last_of[n_need++] = i;
+            }
+        } else {
+            need[n_need] = *g;
+            last_of[n_need++] = i;
+        }
+    }
     tbc__wbuf b;
     memset(&b, 0, sizeof b);
     tbc__wb_u32(&b, (uint32_t)n_need);
@@ -9108,11 +9150,11 @@ static tbc_result tbc__fetch_ranges(tbc__worker *w, int fd, tbc__manifest *mf, c
     }
     tbc_result rc = b.failed ? TBC_ERR_OUT_OF_MEMORY : tbc__link_send(&w->link, TBC__MSG_NEED, b.p, b.n, tbc__now() + w->timeout, err);
     TBC_FREE(b.p);
-    if (rc) return rc;
+    if (rc) { TBC_FREE(need); TBC_FREE(last_of); return rc; }
     tbc__log(log, TBC_LOG_INFO, "receiving %.1f MiB of shard data in %d ranges", (double)total / 1048576.0, n_need);
     size_t cap = (size_t)TBC__DATA_CHUNK + 64;
     uint8_t *buf = (uint8_t *)TBC_MALLOC(cap);
-    if (!buf) return TBC_ERR_OUT_OF_MEMORY;
+    if (!buf) { TBC_FREE(need); TBC_FREE(last_of); return TBC_ERR_OUT_OF_MEMORY; }
     uint64_t got_total = 0;
     double last_log = tbc__now();
     for (int i = 0; i < n_need && !rc; i++) {
@@ -9161,12 +9203,14 @@ static tbc_result tbc__fetch_ranges(tbc__worker *w, int fd, tbc__manifest *mf, c
                 last_log = tbc__now();
             }
         }
-        if (!rc) {
+        if (!rc && last_of[i] >= 0) {
             fsync(fd);
-            tbc__manifest_add(mf, &need[i]);
+            tbc__manifest_add(mf, &want[last_of[i]]);
         }
     }
     TBC_FREE(buf);
+    TBC_FREE(need);
+    TBC_FREE(last_of);
     *received += got_total;
     return rc;
 }
@@ -9983,7 +10027,9 @@ TBC__DEF size_t tbc_cluster_plan_format(const tbc_cluster_plan *P, const tbc_mod
    0.1.0 (2026-11)  single-node engine: GGUF v2/v3 loading with shards (layer ranges, tensor slices), F32 F16 BF16
                     Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K..Q6_K kernels (scalar, AVX2, AVX-512/VNNI, NEON), llama qwen2 qwen3,
                     SentencePiece and byte-level BPE tokenizers, chat templates, sampling, streaming generation;
-                    first cluster protocol over TCP (tensor and pipeline split).
+                    cluster over TCP: authenticated handshake, tensor split (any node count, off-block slices rounded
+                    as one node) and pipeline split, plans with memory checks and --plan, shard transfer and cache,
+                    heartbeats, reconnection after a lost peer.
 */
 
 /* LICENSE
