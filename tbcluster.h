@@ -9325,6 +9325,7 @@ static tbc_result tbc__serve_coordinator(int fd, const char *peer, const tbc_nod
     snprintf(w.link.peer, sizeof w.link.peer, "%s", peer);
     tbc__hello mine, theirs;
     tbc__hello_fill(&mine, 1, d->name, own, d->n_threads);
+    snprintf(mine.transports, sizeof mine.transports, "tcp %.100s", d->listen);  // each offered with its address
     if (d->mem_limit && (!mine.mem_usable || d->mem_limit < mine.mem_usable)) mine.mem_usable = d->mem_limit;
     w.offered = mine.mem_usable;
     tbc_model *cache_model = NULL;
