@@ -87,6 +87,9 @@ MACOS_PROGS := build/macos/header_impl $(TOOL_SRCS:tools/%.c=build/macos/%) \
                $(EXAMPLE_SRCS:examples/%.c=build/macos/examples/%)
 
 HDR_TU = tests/cross/header_impl.c $(LDLIBS)
+# Runs a script in the soft-RoCE guest; programs for it are built without ARCH_FLAGS (QEMU's CPU has no AVX-512).
+RDMA_VM = bash tests/rdma/vm.sh
+RDMA_MODEL = $(or $(wildcard $(SHARED)/models/stories260K-q8_0.gguf),build/tests/rdma/tiny-q8_0.gguf)
 RESULTS = build/test-results.tsv
 RUN = bash tests/run_tests.sh -r $(RESULTS)
 # Sub-makes build in parallel (JOBS, default 2) unless the caller already gave -j.
@@ -99,7 +102,7 @@ DEMO_MODEL = build/models/tinyllama-random-q4_0.gguf
 DEMO_VOCAB = $(SHARED)/vocab/ggml-vocab-llama-spm.gguf
 
 .PHONY: all tools examples tests asan x86 neon macos help test test-native test-asan test-x86 test-header \
-        test-neon test-macos demo fuzz deps clean
+        test-neon test-macos test-rdma demo fuzz deps clean
 
 # all: build the tools, examples and tests (native, -O2) into build/
 all: tools examples tests
@@ -133,7 +136,7 @@ help:
 test:
 	$(DEPS) test
 	@mkdir -p build && rm -f $(RESULTS)
-	@for t in test-native test-asan test-x86 test-header test-neon test-macos; do $(MAKE) --no-print-directory $$t; done; \
+	@for t in test-native test-asan test-x86 test-header test-neon test-macos test-rdma; do $(MAKE) --no-print-directory $$t; done; \
 	 bash tests/run_tests.sh -r $(RESULTS) --summary
 
 # test-native: build everything, run build/tests/* and tests/test_*.sh (results add up in build/test-results.tsv)
@@ -186,6 +189,15 @@ test-neon:
 test-macos:
 	@echo "== aarch64-macos: zig cc -target aarch64-macos ($(ZIG))"
 	@for p in $(MACOS_PROGS); do $(RUN) -s macos -t 1800 -c "$${p#build/macos/}" -- $(MAKE) --no-print-directory $$p; done
+
+# test-rdma: real verbs (RC, UC) on soft-RoCE in a QEMU guest booted from Debian's kernel (tests/rdma/vm.sh)
+# (the verbs smoke test, then the cluster over RDMA: tests/rdma/cluster.sh with node and generate built for the guest)
+test-rdma:
+	$(if $(NO_DEPS),@true,@$(RDMA_VM) --deps)
+	@$(MAKE) --no-print-directory build/tests/rdma/verbs_smoke build/rdma/node build/rdma/generate $(RDMA_MODEL)
+	@echo "== rdma: tests/rdma/smoke.sh and cluster.sh in a guest with rxe0 on dummy0 (10.99.0.1), by tests/rdma/vm.sh"
+	@$(RUN) -s rdma -v -t 900 -w "$(RDMA_VM) tests/rdma/smoke.sh" build/tests/rdma/verbs_smoke
+	@$(RUN) -s rdma -v -t 900 -w "$(RDMA_VM) tests/rdma/cluster.sh build/rdma/node $(RDMA_MODEL)" build/rdma/generate
 
 # demo: install what is missing, build, and generate 64 tokens from MODEL (default: a random TinyLlama-shaped model)
 demo:
@@ -312,6 +324,20 @@ build/fuzz/fuzz_proto: tests/fuzz_proto.c tests/fuzz_nocov.txt $(HEADER_DEPS) bu
 	$(DEPS) fuzz
 	@mkdir -p $(@D) && rm -f $@
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize-coverage-ignorelist=tests/fuzz_nocov.txt -o $@ $< $(LDLIBS)
+
+# The cluster programs for the guest: no ARCH_FLAGS (QEMU's CPU has no AVX-512).
+build/rdma/%: tools/%.c $(HEADER_DEPS) build/.stamp-native
+	@mkdir -p $(@D) && rm -f $@
+	$(CC) -std=c11 -O2 $(WARN) -pthread $(CPPFLAGS) -o $@ $< $(LDLIBS)
+
+build/tests/rdma/tiny-q8_0.gguf: | build/mkmodel
+	@mkdir -p $(@D) && rm -f $@
+	build/mkmodel --shape tiny --type q8_0 --seed 3 -o $@
+
+# The verbs smoke test uses libibverbs directly (the library dlopens it), and no ARCH_FLAGS: it runs in the guest.
+build/tests/rdma/verbs_smoke: tests/rdma/verbs_smoke.c build/.stamp-native
+	@mkdir -p $(@D) && rm -f $@
+	$(CC) $(CFLAGS) -pthread $(CPPFLAGS) -o $@ $< $(LDFLAGS) -libverbs
 
 # Made once (order-only): a header change need not remake it.
 build/fuzz/proto-model.gguf: | build/mkmodel

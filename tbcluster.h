@@ -101,13 +101,14 @@ extern "C" {
     X(TBC_ERR_PROTOCOL,         -29, "a peer sent a malformed or unexpected message") \
     X(TBC_ERR_VERSION,          -30, "a peer speaks another protocol version") \
     X(TBC_ERR_AUTH,             -31, "authentication failed (wrong or missing cluster key)") \
-    X(TBC_ERR_MODEL_MISMATCH,   -32, "a peer has another model")
+    X(TBC_ERR_MODEL_MISMATCH,   -32, "a peer has another model") \
+    X(TBC_ERR_UNSUPPORTED,      -33, "not available on this machine or build (e.g. RDMA)")
 
 typedef enum tbc_result {
 #define TBC__X(name, value, text) name = value,
     TBC_RESULT_LIST(TBC__X)
 #undef TBC__X
-    TBC_RESULT_MIN_ = -32
+    TBC_RESULT_MIN_ = -33
 } tbc_result;
 
 TBC_API const char *tbc_result_str(tbc_result r);
@@ -258,6 +259,8 @@ typedef enum tbc_kv_type { TBC_KV_F32 = 0, TBC_KV_F16 = 1 } tbc_kv_type;
 // >>cluster
 typedef enum tbc_split { TBC_SPLIT_AUTO = 0, TBC_SPLIT_TENSOR = 1, TBC_SPLIT_PIPELINE = 2 } tbc_split;
 typedef enum tbc_sync { TBC_SYNC_F32 = 0, TBC_SYNC_Q8_0 = 1 } tbc_sync;
+// How a link carries its messages. AUTO: RDMA when both ends have a device on the link's address, else TCP.
+typedef enum tbc_transport { TBC_TRANSPORT_AUTO = 0, TBC_TRANSPORT_RDMA = 1, TBC_TRANSPORT_TCP = 2 } tbc_transport;
 
 // The other nodes a session runs with (the session's node is rank 0, the coordinator). Zeroed fields: defaults.
 typedef struct tbc_cluster_desc {
@@ -269,6 +272,10 @@ typedef struct tbc_cluster_desc {
     double timeout;               // seconds before a silent peer is an error; 0 = 2
     const char *name;             // this node's name in the others' logs; NULL = host name
     int no_local;                 // 1: this node holds no share (it tokenizes, samples, sums; the peers compute)
+    tbc_transport transport;      // per link; AUTO logs why a link stays on TCP, RDMA makes that an error
+    const char *rdma_dev;         // NULL: the device whose GID is the link's local IPv4 address
+    int rdma_gid;                 // GID index + 1; 0: the IPv4-mapped GID of the link's address (RoCE v2 preferred)
+    int rdma_uc;                  // 1: unreliable-connected queue pairs (what macOS offers); 0: reliable (RC)
 } tbc_cluster_desc;
 
 // A plan: who holds what (tbc_session_plan works it out without loading anything; sessions follow the same rules).
@@ -310,6 +317,9 @@ typedef struct tbc_node_desc {
     uint64_t mem_limit;           // bytes this node offers (pipeline shares follow it); 0 = the free memory
     const char *name;
     double timeout;               // 0 = 2 s
+    tbc_transport transport;      // TCP: never RDMA; AUTO/RDMA: offer it when a device is there
+    const char *rdma_dev;         // as in tbc_cluster_desc
+    int rdma_gid;
     volatile int *stop;
     tbc_logger logger;
     tbc_error *error;
@@ -7886,6 +7896,15 @@ done:
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <arpa/inet.h>
+#if !defined(TBC_NO_RDMA) && defined(__has_include)
+#if __has_include(<infiniband/verbs.h>)
+#define TBC__RDMA 1
+#include <dlfcn.h>
+#include <infiniband/verbs.h>
+#endif
+#endif
+
+typedef struct tbc__rdma tbc__rdma;  // an RDMA endpoint carrying a link's stream (>>rdma)
 
 #define TBC__PROTOCOL_VERSION 1
 #define TBC__FRAME_MAGIC 0x4d434254u  // "TBCM"
@@ -7901,7 +7920,12 @@ typedef struct tbc__link {
     uint64_t bytes_sent, bytes_received;
     double last_recv;              // tbc__now() of the last frame received
     double spin;                   // seconds to keep asking for data before sleeping in poll (per-token traffic)
+    tbc__rdma *rdma;               // when set, the stream goes over RDMA; fd stays open as the liveness check
 } tbc__link;
+
+static tbc_result tbc__rdma_io(tbc__link *l, int writing, struct iovec *iov, int iovcnt, double deadline,
+                               tbc_error *err);
+static void tbc__rdma_free(tbc__rdma *r);
 
 // Splits "host:port" / "[v6]:port" into host and port; 0 on success.
 static int tbc__split_hostport(const char *s, char *host, size_t host_cap, char *port, size_t port_cap) {
@@ -8046,6 +8070,7 @@ static tbc_result tbc__sock_connect(const char *addr, double timeout, int *out_f
 // Reads or writes exactly n bytes before the deadline (absolute tbc__now() seconds; <= 0: none).
 static tbc_result tbc__io_all(tbc__link *l, int writing, struct iovec *iov, int iovcnt, double deadline,
                               tbc_error *err) {
+    if (l->rdma) return tbc__rdma_io(l, writing, iov, iovcnt, deadline, err);
     double spin_until = 0;
     while (iovcnt > 0) {
         ssize_t r;
@@ -8225,6 +8250,8 @@ static tbc_result tbc__link_recv(tbc__link *l, uint64_t allowed, uint16_t *type,
 }
 
 static void tbc__link_close(tbc__link *l) {
+    tbc__rdma_free(l->rdma);
+    l->rdma = NULL;
     if (l->fd >= 0) close(l->fd);
     l->fd = -1;
 }
@@ -8256,12 +8283,632 @@ static void tbc__wb_str(tbc__wbuf *w, const char *s) {
     tbc__wb_put(w, s, n);
 }
 
+// >>rdma
+// The RDMA transport: the same byte stream as TCP (frames, tags and all), carried by two-sided SEND/RECV on a
+// queue pair. RC on Linux, UC on macOS (Apple supports only UC; both work on Linux). libibverbs is loaded at run
+// time; a machine without it, or without a device on the link's address, keeps TCP. The TCP socket stays open as the
+// liveness check (UC gives no notice when the peer goes away).
+//
+// Each direction has a ring of `depth` registered slots of `stride` bytes (a multiple of 4 KiB). A message fills one
+// slot: an 8-byte header {u32 length of the data, u32 credits returned} and up to stride - 8 bytes of stream. The
+// receiver pre-posts a RECV per slot and re-posts a slot once the reader has consumed it; the sender may have at most
+// as many messages outstanding as it holds credits, which the receiver returns in the headers of its own messages
+// (or in a message of 0 data bytes when it has nothing else to send and half its ring is free again).
+#if defined(TBC__RDMA)
+typedef struct tbc__ibv {
+    void *lib;
+    struct ibv_device **(*get_device_list)(int *n);
+    void (*free_device_list)(struct ibv_device **list);
+    const char *(*get_device_name)(struct ibv_device *dev);
+    struct ibv_context *(*open_device)(struct ibv_device *dev);
+    int (*close_device)(struct ibv_context *ctx);
+    int (*query_port)(struct ibv_context *ctx, uint8_t port, struct ibv_port_attr *attr);
+    int (*query_device)(struct ibv_context *ctx, struct ibv_device_attr *attr);
+    int (*query_gid)(struct ibv_context *ctx, uint8_t port, int index, union ibv_gid *gid);
+    struct ibv_pd *(*alloc_pd)(struct ibv_context *ctx);
+    int (*dealloc_pd)(struct ibv_pd *pd);
+    struct ibv_comp_channel *(*create_comp_channel)(struct ibv_context *ctx);
+    int (*destroy_comp_channel)(struct ibv_comp_channel *ch);
+    struct ibv_cq *(*create_cq)(struct ibv_context *ctx, int cqe, void *user, struct ibv_comp_channel *ch, int vector);
+    int (*destroy_cq)(struct ibv_cq *cq);
+    int (*get_cq_event)(struct ibv_comp_channel *ch, struct ibv_cq **cq, void **user);
+    void (*ack_cq_events)(struct ibv_cq *cq, unsigned int n);
+    struct ibv_qp *(*create_qp)(struct ibv_pd *pd, struct ibv_qp_init_attr *attr);
+    int (*destroy_qp)(struct ibv_qp *qp);
+    int (*modify_qp)(struct ibv_qp *qp, struct ibv_qp_attr *attr, int mask);
+    struct ibv_mr *(*reg_mr)(struct ibv_pd *pd, void *addr, size_t len, int access);
+    int (*dereg_mr)(struct ibv_mr *mr);
+    const char *(*wc_status_str)(enum ibv_wc_status status);
+} tbc__ibv;
+
+static tbc__ibv tbc__verbs;
+static int tbc__verbs_state;  // 0 not tried, 1 loaded, -1 not available (tbc__verbs_why says why)
+static char tbc__verbs_why[160];
+static pthread_mutex_t tbc__verbs_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void *tbc__verbs_sym(void *lib, const char *name) {
+#if defined(__linux__) && defined(__GLIBC__)
+    void *p = dlvsym(lib, name, "IBVERBS_1.1");
+    if (!p) p = dlvsym(lib, name, "IBVERBS_1.0");
+    if (p) return p;
+#endif
+    return dlsym(lib, name);
+}
+
+// Loads libibverbs (Linux) or Apple's librdma (macOS 26.2+) once; 1 when its control-path functions are all there.
+static int tbc__verbs_load(void) {
+    pthread_mutex_lock(&tbc__verbs_mu);
+    if (tbc__verbs_state == 0) {
+#if defined(__APPLE__)
+        const char *name = "/usr/lib/librdma.dylib";
+#else
+        const char *name = "libibverbs.so.1";
+#endif
+        tbc__ibv *v = &tbc__verbs;
+        v->lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+        if (!v->lib) {
+            snprintf(tbc__verbs_why, sizeof tbc__verbs_why, "%s is not installed", name);
+            tbc__verbs_state = -1;
+        } else {
+            struct { void **slot; const char *name; } syms[] = {
+                {(void **)&v->get_device_list, "ibv_get_device_list"}, {(void **)&v->free_device_list, "ibv_free_device_list"},
+                {(void **)&v->get_device_name, "ibv_get_device_name"}, {(void **)&v->open_device, "ibv_open_device"},
+                {(void **)&v->close_device, "ibv_close_device"}, {(void **)&v->query_port, "ibv_query_port"},
+                {(void **)&v->query_device, "ibv_query_device"}, {(void **)&v->query_gid, "ibv_query_gid"},
+                {(void **)&v->alloc_pd, "ibv_alloc_pd"}, {(void **)&v->dealloc_pd, "ibv_dealloc_pd"},
+                {(void **)&v->create_comp_channel, "ibv_create_comp_channel"},
+                {(void **)&v->destroy_comp_channel, "ibv_destroy_comp_channel"}, {(void **)&v->create_cq, "ibv_create_cq"},
+                {(void **)&v->destroy_cq, "ibv_destroy_cq"}, {(void **)&v->get_cq_event, "ibv_get_cq_event"},
+                {(void **)&v->ack_cq_events, "ibv_ack_cq_events"}, {(void **)&v->create_qp, "ibv_create_qp"},
+                {(void **)&v->destroy_qp, "ibv_destroy_qp"}, {(void **)&v->modify_qp, "ibv_modify_qp"},
+                {(void **)&v->reg_mr, "ibv_reg_mr"}, {(void **)&v->dereg_mr, "ibv_dereg_mr"},
+                {(void **)&v->wc_status_str, "ibv_wc_status_str"},
+            };
+            tbc__verbs_state = 1;
+            for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
+                void *p = tbc__verbs_sym(v->lib, syms[i].name);
+                memcpy(syms[i].slot, &p, sizeof p);
+                if (!p) {
+                    snprintf(tbc__verbs_why, sizeof tbc__verbs_why, "%s lacks %s", name, syms[i].name);
+                    tbc__verbs_state = -1;
+                    break;
+                }
+            }
+        }
+    }
+    int ok = tbc__verbs_state == 1;
+    pthread_mutex_unlock(&tbc__verbs_mu);
+    return ok;
+}
+#endif // TBC__RDMA
+
+#if defined(TBC__RDMA)
+#define TBC__RDMA_DEPTH 16
+#define TBC__RDMA_HDR 8
+
+struct tbc__rdma {
+    struct ibv_context *ctx;
+    struct ibv_pd *pd;
+    struct ibv_comp_channel *ch;
+    struct ibv_cq *cq;
+    struct ibv_qp *qp;
+    struct ibv_mr *mr;
+    uint8_t *mem;                  // depth receive slots, then depth send slots
+    size_t stride;
+    int depth, uc, armed;
+    char dev[64];
+    uint8_t port;
+    int gid_index;
+    union ibv_gid gid;
+    uint16_t lid;
+    uint32_t psn;
+    enum ibv_mtu mtu;
+    // receiving: slots complete in the order they were posted
+    uint32_t rx_len[TBC__RDMA_DEPTH];  // data bytes of a completed slot
+    int rx_done[TBC__RDMA_DEPTH];
+    int rx_next;                   // the slot the stream continues in
+    size_t rx_off;                 // bytes of it already read
+    int credits_owed;              // slots re-posted since we last told the peer
+    // sending
+    int tx_busy[TBC__RDMA_DEPTH];
+    int tx_next;
+    int credits;                   // messages the peer has room for
+    double idle_since;
+};
+
+// Its fields as exchanged in the RDMA message: u32 mode (1 RC, 2 UC), u32 qpn, u32 psn, u32 lid, u32 mtu, u32 depth,
+// u32 stride, 16-byte gid.
+#define TBC__RDMA_INFO 44
+
+static void tbc__rdma_free(tbc__rdma *r) {
+    if (!r) return;
+    tbc__ibv *v = &tbc__verbs;
+    if (r->qp) v->destroy_qp(r->qp);  // the queue pair first (never through the error state: Apple's rule)
+    if (r->mr) v->dereg_mr(r->mr);
+    if (r->cq) v->destroy_cq(r->cq);
+    if (r->ch) v->destroy_comp_channel(r->ch);
+    if (r->pd) v->dealloc_pd(r->pd);
+    if (r->ctx) v->close_device(r->ctx);
+    TBC_FREE(r->mem);
+    TBC_FREE(r);
+}
+
+// 1 if GID index i of the port is RoCE v2 (Linux says so in sysfs; elsewhere any type is accepted).
+static int tbc__rdma_gid_v2(const char *dev, int port, int i) {
+    char path[256], t[32] = {0};
+    snprintf(path, sizeof path, "/sys/class/infiniband/%s/ports/%d/gid_attrs/types/%d", dev, port, i);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    int ok = fgets(t, sizeof t, f) != NULL && strstr(t, "v2") != NULL;
+    fclose(f);
+    return ok;
+}
+
+// Opens the device, port and GID for a link whose TCP socket has local IPv4 address ip4 (network order; 0: any):
+// an IPv4-mapped GID equal to it, RoCE v2 preferred, on the first ACTIVE port; or the named device / GID index.
+static tbc_result tbc__rdma_open(const char *want_dev, int want_gid, uint32_t ip4, int uc, tbc__rdma **out,
+                                 char *why, size_t why_cap) {
+    tbc__ibv *v = &tbc__verbs;
+    if (!tbc__verbs_load()) {
+        snprintf(why, why_cap, "%s", tbc__verbs_why);
+        return TBC_ERR_UNSUPPORTED;
+    }
+    int n = 0;
+    struct ibv_device **list = v->get_device_list(&n);
+    if (!list || n == 0) {
+        if (list) v->free_device_list(list);
+        snprintf(why, why_cap, "no RDMA device");
+        return TBC_ERR_UNSUPPORTED;
+    }
+    tbc__rdma *r = (tbc__rdma *)TBC_MALLOC(sizeof(tbc__rdma));
+    if (!r) { v->free_device_list(list); return TBC_ERR_OUT_OF_MEMORY; }
+    memset(r, 0, sizeof *r);
+    int best = -1;  // 2: mapped GID, RoCE v2; 1: mapped GID; 0: a named device and GID index
+    snprintf(why, why_cap, "no RDMA device has this link's address");
+    for (int d = 0; d < n && best < 2; d++) {
+        const char *name = v->get_device_name(list[d]);
+        if (want_dev && want_dev[0] && strcmp(name, want_dev) != 0) continue;
+        struct ibv_context *ctx = v->open_device(list[d]);
+        if (!ctx) continue;
+        struct ibv_device_attr da;
+        int keep = 0;
+        if (v->query_device(ctx, &da) == 0) {
+            for (int p = 1; p <= da.phys_port_cnt && best < 2; p++) {
+                struct ibv_port_attr pa;
+                memset(&pa, 0, sizeof pa);
+                if (v->query_port(ctx, (uint8_t)p, &pa) != 0 || pa.state != IBV_PORT_ACTIVE) continue;
+                for (int i = 0; i < pa.gid_tbl_len && best < 2; i++) {
+                    union ibv_gid g;
+                    if (v->query_gid(ctx, (uint8_t)p, i, &g) != 0) continue;
+                    int score;
+                    if (want_gid >= 0) {
+                        if (i != want_gid) continue;
+                        score = 2;
+                    } else {
+                        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+                        if (memcmp(g.raw, mapped, 12) != 0 || (ip4 && memcmp(g.raw + 12, &ip4, 4) != 0)) continue;
+                        score = tbc__rdma_gid_v2(name, p, i) != 0 ? 2 : 1;
+                    }
+                    if (score <= best) continue;
+                    if (r->ctx && r->ctx != ctx) v->close_device(r->ctx);
+                    r->ctx = ctx;
+                    keep = 1;
+                    best = score;
+                    snprintf(r->dev, sizeof r->dev, "%s", name);
+                    r->port = (uint8_t)p;
+                    r->gid_index = i;
+                    r->gid = g;
+                    r->lid = pa.lid;
+                    r->mtu = pa.active_mtu;
+                }
+            }
+        }
+        if (!keep) v->close_device(ctx);
+    }
+    v->free_device_list(list);
+    if (best < 0) {
+        TBC_FREE(r);
+        return TBC_ERR_UNSUPPORTED;
+    }
+    // Buffers, registered once; the queue pair; every receive slot posted once the pair is connected.
+    r->uc = uc;
+    r->depth = TBC__RDMA_DEPTH;
+    r->stride = 64 * 1024;
+    r->credits = r->depth;
+    size_t bytes = r->stride * (size_t)r->depth * 2;
+    r->mem = (uint8_t *)TBC_MALLOC(bytes + 4096);
+    int access = IBV_ACCESS_LOCAL_WRITE;
+#if defined(__APPLE__)
+    access |= IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE;  // Apple requires these even for SEND/RECV
+#endif
+    if (r->mem) r->pd = v->alloc_pd(r->ctx);
+    if (r->pd) r->ch = v->create_comp_channel(r->ctx);
+    if (r->ch) r->cq = v->create_cq(r->ctx, 2 * r->depth + 4, NULL, r->ch, 0);
+    if (r->cq) r->mr = v->reg_mr(r->pd, r->mem, bytes, access);
+    if (r->mr) {
+        struct ibv_qp_init_attr qa;
+        memset(&qa, 0, sizeof qa);
+        qa.send_cq = r->cq;
+        qa.recv_cq = r->cq;
+        qa.qp_type = uc ? IBV_QPT_UC : IBV_QPT_RC;
+        qa.cap.max_send_wr = (uint32_t)r->depth + 1;
+        qa.cap.max_recv_wr = (uint32_t)r->depth + 1;
+        qa.cap.max_send_sge = 1;
+        qa.cap.max_recv_sge = 1;
+        r->qp = v->create_qp(r->pd, &qa);
+    }
+    if (!r->qp) {
+        snprintf(why, why_cap, "cannot set up a queue pair on %s: %s", r->dev, strerror(errno));
+        tbc__rdma_free(r);
+        return TBC_ERR_UNSUPPORTED;
+    }
+    uint8_t rnd[4];
+    tbc__random_bytes(rnd, 4);
+    r->psn = tbc__get_u32(rnd) & 0xffffffu;
+    struct ibv_qp_attr at;
+    memset(&at, 0, sizeof at);
+    at.qp_state = IBV_QPS_INIT;
+    at.pkey_index = 0;
+    at.port_num = r->port;
+    at.qp_access_flags = uc ? IBV_ACCESS_REMOTE_WRITE : 0;
+    if (v->modify_qp(r->qp, &at, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS) != 0) {
+        snprintf(why, why_cap, "%s: queue pair refused INIT: %s", r->dev, strerror(errno));
+        tbc__rdma_free(r);
+        return TBC_ERR_UNSUPPORTED;
+    }
+    *out = r;
+    return TBC_OK;
+}
+
+static void tbc__rdma_info(const tbc__rdma *r, uint8_t *p) {
+    tbc__put_u32(p, r->uc ? 2 : 1);
+    tbc__put_u32(p + 4, r->qp->qp_num);
+    tbc__put_u32(p + 8, r->psn);
+    tbc__put_u32(p + 12, r->lid);
+    tbc__put_u32(p + 16, (uint32_t)r->mtu);
+    tbc__put_u32(p + 20, (uint32_t)r->depth);
+    tbc__put_u32(p + 24, (uint32_t)r->stride);
+    memcpy(p + 28, r->gid.raw, 16);
+}
+
+static int tbc__rdma_post_recv(tbc__rdma *r, int slot) {
+    struct ibv_sge sg;
+    sg.addr = (uint64_t)(uintptr_t)(r->mem + (size_t)slot * r->stride);
+    sg.length = (uint32_t)r->stride;
+    sg.lkey = r->mr->lkey;
+    struct ibv_recv_wr wr, *bad = NULL;
+    memset(&wr, 0, sizeof wr);
+    wr.wr_id = (uint64_t)slot;
+    wr.sg_list = &sg;
+    wr.num_sge = 1;
+    r->rx_done[slot] = 0;
+    return ibv_post_recv(r->qp, &wr, &bad);
+}
+
+// Connects to the peer's queue pair (its info as exchanged), then posts every receive slot.
+static tbc_result tbc__rdma_connect(tbc__rdma *r, const uint8_t *peer, char *why, size_t why_cap) {
+    tbc__ibv *v = &tbc__verbs;
+    uint32_t mode = tbc__get_u32(peer), qpn = tbc__get_u32(peer + 4), psn = tbc__get_u32(peer + 8);
+    uint32_t lid = tbc__get_u32(peer + 12), mtu = tbc__get_u32(peer + 16), depth = tbc__get_u32(peer + 20);
+    uint32_t stride = tbc__get_u32(peer + 24);
+    if (mode != (r->uc ? 2u : 1u) || depth != (uint32_t)r->depth || stride != r->stride || mtu < IBV_MTU_256 ||
+        mtu > IBV_MTU_4096) {
+        snprintf(why, why_cap, "the peer's queue pair does not match ours (mode %u, ring %u x %u, mtu %u)", mode, depth,
+                 stride, mtu);
+        return TBC_ERR_PROTOCOL;
+    }
+    struct ibv_qp_attr at;
+    memset(&at, 0, sizeof at);
+    at.qp_state = IBV_QPS_RTR;
+    at.path_mtu = (enum ibv_mtu)(mtu < (uint32_t)r->mtu ? mtu : (uint32_t)r->mtu);
+    at.dest_qp_num = qpn;
+    at.rq_psn = psn;
+    at.ah_attr.is_global = 1;
+    memcpy(at.ah_attr.grh.dgid.raw, peer + 28, 16);
+    at.ah_attr.grh.sgid_index = (uint8_t)r->gid_index;
+    at.ah_attr.grh.hop_limit = 64;
+    at.ah_attr.dlid = (uint16_t)lid;
+    at.ah_attr.port_num = r->port;
+    int mask = IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN;
+    if (!r->uc) {
+        at.max_dest_rd_atomic = 1;
+        at.min_rnr_timer = 1;
+        mask |= IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER;
+    }
+    if (v->modify_qp(r->qp, &at, mask) != 0) {
+        snprintf(why, why_cap, "%s: queue pair refused RTR: %s", r->dev, strerror(errno));
+        return TBC_ERR_NETWORK;
+    }
+    memset(&at, 0, sizeof at);
+    at.qp_state = IBV_QPS_RTS;
+    at.sq_psn = r->psn;
+    mask = IBV_QP_STATE | IBV_QP_SQ_PSN;
+    if (!r->uc) {
+        at.timeout = 14;
+        at.retry_cnt = 7;
+        at.rnr_retry = 7;
+        at.max_rd_atomic = 1;
+        mask |= IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_MAX_QP_RD_ATOMIC;
+    }
+    if (v->modify_qp(r->qp, &at, mask) != 0) {
+        snprintf(why, why_cap, "%s: queue pair refused RTS: %s", r->dev, strerror(errno));
+        return TBC_ERR_NETWORK;
+    }
+    for (int i = 0; i < r->depth; i++) {  // receives only after RTS (Apple refuses them before)
+        if (tbc__rdma_post_recv(r, i) != 0) {
+            snprintf(why, why_cap, "%s: cannot post receives: %s", r->dev, strerror(errno));
+            return TBC_ERR_NETWORK;
+        }
+    }
+    r->idle_since = tbc__now();
+    return TBC_OK;
+}
+
+// Takes the completions there are: a receive marks its slot done and hands back the credits its header carries; a
+// send frees its slot. 1 when something completed, 0 when nothing, -1 on a failed work request (err says which).
+static int tbc__rdma_poll(tbc__link *l, tbc_error *err) {
+    tbc__rdma *r = l->rdma;
+    struct ibv_wc wc[8];
+    int n = ibv_poll_cq(r->cq, 8, wc);
+    if (n < 0) {
+        tbc__error_set(err, TBC_ERR_PEER_LOST, "RDMA link to %s: polling for completions failed", l->peer);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        if (wc[i].status != IBV_WC_SUCCESS) {
+            tbc__error_set(err, TBC_ERR_PEER_LOST, "RDMA link to %s failed: %s (%s on %s)", l->peer,
+                           tbc__verbs.wc_status_str(wc[i].status), wc[i].opcode & IBV_WC_RECV ? "receive" : "send",
+                           r->dev);
+            return -1;
+        }
+        int slot = (int)wc[i].wr_id;
+        if (wc[i].opcode & IBV_WC_RECV) {
+            const uint8_t *h = r->mem + (size_t)slot * r->stride;
+            uint32_t len = tbc__get_u32(h), back = tbc__get_u32(h + 4);
+            if (slot < 0 || slot >= r->depth || len > r->stride - TBC__RDMA_HDR || wc[i].byte_len < TBC__RDMA_HDR ||
+                back > (uint32_t)r->depth) {
+                tbc__error_set(err, TBC_ERR_PROTOCOL, "RDMA link to %s: malformed message", l->peer);
+                return -1;
+            }
+            r->credits += (int)back;
+            r->rx_len[slot] = len;
+            r->rx_done[slot] = 1;
+        } else if (slot >= 0 && slot < r->depth) {
+            r->tx_busy[slot] = 0;
+        }
+    }
+    // Messages of credits only, next in line, go straight back into the ring: a side that only sends (a long
+    // transfer) must not fill its ring with them and leave the other side without credits.
+    while (r->rx_done[r->rx_next] && r->rx_len[r->rx_next] == 0 && r->rx_off == 0) {
+        int s = r->rx_next;
+        if (tbc__rdma_post_recv(r, s) != 0) {
+            tbc__error_set(err, TBC_ERR_PEER_LOST, "RDMA link to %s: cannot post a receive", l->peer);
+            return -1;
+        }
+        r->credits_owed++;
+        r->rx_next = (s + 1) % r->depth;
+    }
+    return n > 0;
+}
+
+// Waits for a completion until deadline: spins first (per-token traffic is microseconds away), then sleeps on the
+// completion channel and the TCP socket together (a closed socket is the peer's death).
+static tbc_result tbc__rdma_wait(tbc__link *l, double deadline, tbc_error *err) {
+    tbc__rdma *r = l->rdma;
+    double t0 = tbc__now(), spin = l->spin > 0 ? l->spin : 200e-6;
+    for (unsigned it = 0;; it++) {
+        int got = tbc__rdma_poll(l, err);
+        if (got < 0) return err->code;
+        if (got > 0) return TBC_OK;
+        double now = (it & 63) == 0 ? tbc__now() : t0;
+        if (now - t0 < spin) continue;
+        if (deadline > 0 && now >= deadline) {
+            tbc__error_set(err, TBC_ERR_TIMEOUT, "peer %s did not answer in time (RDMA)", l->peer);
+            return TBC_ERR_TIMEOUT;
+        }
+        // arm, look once more (a completion may have slipped in before arming), then sleep
+        if (!r->armed) {
+            if (ibv_req_notify_cq(r->cq, 0) != 0) {
+                tbc__error_set(err, TBC_ERR_PEER_LOST, "RDMA link to %s: cannot arm completion events", l->peer);
+                return TBC_ERR_PEER_LOST;
+            }
+            r->armed = 1;
+            continue;
+        }
+        struct pollfd pf[2];
+        pf[0].fd = r->ch->fd;
+        pf[0].events = POLLIN;
+        pf[1].fd = l->fd;
+        pf[1].events = POLLIN;
+#if defined(POLLRDHUP)
+        pf[1].events |= POLLRDHUP;
+#endif
+        int ms = deadline > 0 ? (int)((deadline - now) * 1000) + 1 : 1000;
+        if (ms > 1000) ms = 1000;
+        int pr = poll(pf, 2, ms);
+        if (pr > 0 && (pf[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+            uint8_t b;
+            ssize_t k = recv(l->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                tbc__error_set(err, TBC_ERR_PEER_LOST, "peer %s closed the connection", l->peer);
+                return TBC_ERR_PEER_LOST;
+            }
+        }
+        if (pr > 0 && (pf[0].revents & POLLIN)) {
+            struct ibv_cq *cq;
+            void *user;
+            if (tbc__verbs.get_cq_event(r->ch, &cq, &user) == 0) tbc__verbs.ack_cq_events(cq, 1);
+            r->armed = 0;
+        }
+        t0 = tbc__now() - spin;  // keep sleeping-mode until something arrives
+    }
+}
+
+// Posts slot `slot` of the send ring holding len stream bytes (and the credits we owe).
+static tbc_result tbc__rdma_post_send(tbc__link *l, int slot, uint32_t len, tbc_error *err) {
+    tbc__rdma *r = l->rdma;
+    uint8_t *p = r->mem + (size_t)(r->depth + slot) * r->stride;
+    tbc__put_u32(p, len);
+    tbc__put_u32(p + 4, (uint32_t)r->credits_owed);
+    r->credits_owed = 0;
+    struct ibv_sge sg;
+    sg.addr = (uint64_t)(uintptr_t)p;
+    sg.length = TBC__RDMA_HDR + len;
+#if defined(__APPLE__)
+    sg.length = (uint32_t)r->stride;  // a SEND covers as many 4 KiB frames as the RECV it lands in
+#endif
+    sg.lkey = r->mr->lkey;
+    struct ibv_send_wr wr, *bad = NULL;
+    memset(&wr, 0, sizeof wr);
+    wr.wr_id = (uint64_t)slot;
+    wr.sg_list = &sg;
+    wr.num_sge = 1;
+    wr.opcode = IBV_WR_SEND;
+    wr.send_flags = IBV_SEND_SIGNALED;
+    r->tx_busy[slot] = 1;
+    r->credits--;
+    if (ibv_post_send(r->qp, &wr, &bad) != 0) {
+        tbc__error_set(err, TBC_ERR_PEER_LOST, "RDMA link to %s: cannot post a send: %s", l->peer, strerror(errno));
+        return TBC_ERR_PEER_LOST;
+    }
+    l->bytes_sent += len;
+    return TBC_OK;
+}
+
+// A free send slot and a credit for it (the last credit is kept for returning credits), waiting until deadline.
+static tbc_result tbc__rdma_tx_slot(tbc__link *l, int credit_only, double deadline, int *slot, tbc_error *err) {
+    tbc__rdma *r = l->rdma;
+    for (;;) {
+        int s = r->tx_next;
+        if (!r->tx_busy[s] && r->credits > (credit_only ? 0 : 1)) {
+            *slot = s;
+            r->tx_next = (s + 1) % r->depth;
+            return TBC_OK;
+        }
+        tbc_result rc = tbc__rdma_wait(l, deadline, err);
+        if (rc) return rc;
+    }
+}
+
+// Re-posts a consumed receive slot; tells the peer once half the ring is free again and nothing else is going out.
+static tbc_result tbc__rdma_release(tbc__link *l, int slot, double deadline, tbc_error *err) {
+    tbc__rdma *r = l->rdma;
+    if (tbc__rdma_post_recv(r, slot) != 0) {
+        tbc__error_set(err, TBC_ERR_PEER_LOST, "RDMA link to %s: cannot post a receive: %s", l->peer, strerror(errno));
+        return TBC_ERR_PEER_LOST;
+    }
+    r->credits_owed++;
+    if (r->credits_owed >= r->depth / 2) {
+        int s;
+        tbc_result rc = tbc__rdma_tx_slot(l, 1, deadline, &s, err);
+        if (rc) return rc;
+        return tbc__rdma_post_send(l, s, 0, err);
+    }
+    return TBC_OK;
+}
+
+// tbc__io_all over RDMA: the stream of frames, read from the receive ring or written to the send ring.
+static tbc_result tbc__rdma_io(tbc__link *l, int writing, struct iovec *iov, int iovcnt, double deadline,
+                               tbc_error *err) {
+    tbc__rdma *r = l->rdma;
+    if (writing) {
+        size_t cap = r->stride - TBC__RDMA_HDR, fill = 0;
+        int slot = -1;
+        tbc_result rc = TBC_OK;
+        for (int i = 0; i < iovcnt && !rc; i++) {
+            const uint8_t *src = (const uint8_t *)iov[i].iov_base;
+            size_t left = iov[i].iov_len;
+            while (left && !rc) {
+                if (slot < 0 && (rc = tbc__rdma_tx_slot(l, 0, deadline, &slot, err))) break;
+                size_t k = cap - fill < left ? cap - fill : left;
+                memcpy(r->mem + (size_t)(r->depth + slot) * r->stride + TBC__RDMA_HDR + fill, src, k);
+                fill += k;
+                src += k;
+                left -= k;
+                if (fill == cap) {
+                    rc = tbc__rdma_post_send(l, slot, (uint32_t)fill, err);
+                    slot = -1;
+                    fill = 0;
+                }
+            }
+        }
+        if (!rc && slot >= 0) rc = tbc__rdma_post_send(l, slot, (uint32_t)fill, err);
+        return rc;
+    }
+    while (iovcnt > 0) {
+        int s = r->rx_next;
+        if (!r->rx_done[s]) {
+            tbc_result rc = tbc__rdma_wait(l, deadline, err);
+            if (rc) return rc;
+            continue;
+        }
+        const uint8_t *data = r->mem + (size_t)s * r->stride + TBC__RDMA_HDR;
+        size_t avail = r->rx_len[s] - r->rx_off;
+        size_t k = avail < iov->iov_len ? avail : iov->iov_len;
+        memcpy(iov->iov_base, data + r->rx_off, k);
+        r->rx_off += k;
+        l->bytes_received += k;
+        iov->iov_base = (uint8_t *)iov->iov_base + k;
+        iov->iov_len -= k;
+        if (iov->iov_len == 0) { iov++; iovcnt--; }
+        if (r->rx_off == r->rx_len[s]) {  // slot consumed (or a credit-only message): give it back
+            r->rx_off = 0;
+            r->rx_next = (s + 1) % r->depth;
+            tbc_result rc = tbc__rdma_release(l, s, deadline, err);
+            if (rc) return rc;
+        }
+    }
+    return TBC_OK;
+}
+#endif // TBC__RDMA
+
+#if defined(TBC__RDMA)
+// 1 when this machine could carry a link over RDMA (the library loads and lists a device); checked once.
+static int tbc__rdma_available(void) {
+    static int state;  // 0 unknown, 1 yes, -1 no
+    if (state == 0) {
+        int n = 0;
+        struct ibv_device **list = tbc__verbs_load() ? tbc__verbs.get_device_list(&n) : NULL;
+        if (list) tbc__verbs.free_device_list(list);
+        state = n > 0 ? 1 : -1;
+    }
+    return state > 0;
+}
+
+// The link's local IPv4 address (network order), or 0.
+static uint32_t tbc__link_ip4(const tbc__link *l) {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(l->fd, (struct sockaddr *)&ss, &sl) != 0) return 0;
+    if (ss.ss_family == AF_INET) return ((struct sockaddr_in *)&ss)->sin_addr.s_addr;
+    if (ss.ss_family == AF_INET6) {  // an IPv4-mapped IPv6 address
+        const uint8_t *a = ((struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr;
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        uint32_t v;
+        if (memcmp(a, mapped, 12) == 0) { memcpy(&v, a + 12, 4); return v; }
+    }
+    return 0;
+}
+#endif
+
+#if !defined(TBC__RDMA)
+static int tbc__rdma_available(void) { return 0; }
+static tbc_result tbc__rdma_io(tbc__link *l, int writing, struct iovec *iov, int iovcnt, double deadline,
+                               tbc_error *err) {
+    (void)l; (void)writing; (void)iov; (void)iovcnt; (void)deadline;
+    tbc__error_set(err, TBC_ERR_UNSUPPORTED, "built without RDMA");
+    return TBC_ERR_UNSUPPORTED;
+}
+static void tbc__rdma_free(tbc__rdma *r) { (void)r; }
+#endif
+
 // >>cluster
 // Message types of protocol version 1 (docs/PROTOCOL.md).
 enum {
     TBC__MSG_HELLO = 1, TBC__MSG_AUTH = 2, TBC__MSG_ERROR = 3, TBC__MSG_PLAN = 4, TBC__MSG_NEED = 5,
     TBC__MSG_DATA = 6, TBC__MSG_READY = 7, TBC__MSG_EVAL = 8, TBC__MSG_PARTIAL = 9, TBC__MSG_SUM = 10,
-    TBC__MSG_HIDDEN = 11, TBC__MSG_HEARTBEAT = 12, TBC__MSG_BYE = 13, TBC__MSG_LOGITS = 14
+    TBC__MSG_HIDDEN = 11, TBC__MSG_HEARTBEAT = 12, TBC__MSG_BYE = 13, TBC__MSG_LOGITS = 14, TBC__MSG_RDMA = 15,
+    TBC__MSG_RDMA_GO = 16
 };
 #define TBC__BIT(t) ((uint64_t)1 << (t))
 #define TBC__HELLO_MAX 4096
@@ -8448,7 +9095,7 @@ static void tbc__hello_fill(tbc__hello *h, uint32_t role, const char *name, cons
     h->cores = (uint32_t)(threads > 0 ? threads : tbc__cpu_count());
     h->mem_usable = tbc__usable_memory();
     snprintf(h->simd, sizeof h->simd, "%s", tbc__simd_name());
-    snprintf(h->transports, sizeof h->transports, "tcp");
+    snprintf(h->transports, sizeof h->transports, "tcp%s", tbc__rdma_available() ? " rdma" : "");
     if (m) {
         h->has_model = 1;
         tbc__model_id(m, h->model_id);
@@ -8809,6 +9456,113 @@ static tbc_result tbc__cluster_hello(tbc__cluster *c, const tbc_model *m, const 
     return rc;
 }
 
+// After READY: move the link to RDMA when both ends can (the transport the cluster asks for). The coordinator sends
+// its queue pair's address (RDMA message, over TCP), the worker connects to it, posts its receives and answers with
+// its own (or with mode 0 and why not); the coordinator connects, posts its receives and says go (RDMA_GO, the last
+// message over TCP). From then on the link's frames travel over RDMA; TCP stays open as the liveness check.
+static tbc_result tbc__link_rdma_offer(tbc__cluster *c, tbc__peer *p, const tbc_logger *log, double timeout,
+                                       tbc_error *err) {
+    int want = (int)c->desc.transport;
+    char why[200] = "";
+    if (want == TBC_TRANSPORT_TCP) return TBC_OK;
+#if defined(TBC__RDMA)
+    tbc__rdma *r = NULL;
+    if (!strstr(p->hello.transports, "rdma")) {
+        snprintf(why, sizeof why, "the peer offers no RDMA device");
+    } else {
+        int g = c->desc.rdma_gid > 0 ? c->desc.rdma_gid - 1 : -1;
+        tbc__rdma_open(c->desc.rdma_dev, g, tbc__link_ip4(&p->link), c->desc.rdma_uc != 0, &r, why, sizeof why);
+    }
+    if (r) {
+        uint8_t info[TBC__RDMA_INFO], reply[TBC__RDMA_INFO + 200];
+        uint16_t type;
+        uint32_t n = 0;
+        tbc__rdma_info(r, info);
+        tbc_result rc = tbc__link_send(&p->link, TBC__MSG_RDMA, info, sizeof info, tbc__now() + timeout, err);
+        if (!rc) rc = tbc__link_recv(&p->link, TBC__BIT(TBC__MSG_RDMA), &type, reply, sizeof reply, &n,
+                                     tbc__now() + timeout + 5, err);
+        if (rc) { tbc__rdma_free(r); return rc; }
+        if (n >= 4 && tbc__get_u32(reply) == 0) {  // the worker cannot: its reason follows
+            size_t k = n - 4 < sizeof why - 8 ? n - 4 : sizeof why - 8;
+            memcpy(why, "peer: ", 6);
+            memcpy(why + 6, reply + 4, k);
+            why[6 + k] = 0;
+            for (size_t i = 6; i < 6 + k; i++) if ((unsigned char)why[i] < 0x20) why[i] = ' ';
+            tbc__rdma_free(r);
+            r = NULL;
+        } else if (n != TBC__RDMA_INFO) {
+            tbc__rdma_free(r);
+            tbc__error_set(err, TBC_ERR_PROTOCOL, "peer %s sent a malformed RDMA message", p->addr);
+            return TBC_ERR_PROTOCOL;
+        } else if ((rc = tbc__rdma_connect(r, reply, why, sizeof why)) != TBC_OK) {
+            tbc__rdma_free(r);
+            tbc__error_set(err, rc, "RDMA link to %s: %s", p->addr, why);
+            return rc;
+        } else {
+            if ((rc = tbc__link_send(&p->link, TBC__MSG_RDMA_GO, NULL, 0, tbc__now() + timeout, err))) {
+                tbc__rdma_free(r);
+                return rc;
+            }
+            p->link.rdma = r;
+            tbc__log(log, TBC_LOG_INFO, "peer %s: RDMA (%s, %s, GID index %d, MTU %d)", p->addr, r->dev,
+                     r->uc ? "UC" : "RC", r->gid_index, 128 << (int)r->mtu);
+            return TBC_OK;
+        }
+    }
+#else
+    (void)timeout;
+    snprintf(why, sizeof why, "this build has no RDMA (TBC_NO_RDMA, or no <infiniband/verbs.h> when it was built)");
+#endif
+    if (want == TBC_TRANSPORT_RDMA) {
+        tbc__error_set(err, TBC_ERR_UNSUPPORTED, "RDMA to %s was asked for but is not possible: %s", p->addr, why);
+        return TBC_ERR_UNSUPPORTED;
+    }
+    tbc__log(log, TBC_LOG_INFO, "peer %s: TCP (%s)", p->addr, why);
+    return TBC_OK;
+}
+
+// The worker's side of tbc__link_rdma_offer: the coordinator's queue pair address is in msg.
+static tbc_result tbc__link_rdma_accept(tbc__link *l, const tbc_node_desc *d, const uint8_t *msg, uint32_t n,
+                                        double timeout, tbc_error *err) {
+    char why[200] = "";
+    if (n != 44 || l->rdma) {
+        tbc__error_set(err, TBC_ERR_PROTOCOL, "coordinator sent a malformed or repeated RDMA message");
+        return TBC_ERR_PROTOCOL;
+    }
+#if defined(TBC__RDMA)
+    tbc__rdma *r = NULL;
+    if (d->transport == TBC_TRANSPORT_TCP) {
+        snprintf(why, sizeof why, "this node is set to TCP");
+    } else if (tbc__rdma_open(d->rdma_dev, d->rdma_gid > 0 ? d->rdma_gid - 1 : -1, tbc__link_ip4(l),
+                              tbc__get_u32(msg) == 2, &r, why, sizeof why) == TBC_OK) {
+        tbc_result rc = tbc__rdma_connect(r, msg, why, sizeof why);
+        if (rc == TBC_OK) {
+            uint8_t info[TBC__RDMA_INFO];
+            uint16_t type;
+            uint32_t got;
+            tbc__rdma_info(r, info);
+            rc = tbc__link_send(l, TBC__MSG_RDMA, info, sizeof info, tbc__now() + timeout, err);
+            if (!rc) rc = tbc__link_recv(l, TBC__BIT(TBC__MSG_RDMA_GO), &type, info, sizeof info, &got,
+                                         tbc__now() + timeout + 5, err);
+            if (rc) { tbc__rdma_free(r); return rc; }
+            l->rdma = r;
+            tbc__log(&d->logger, TBC_LOG_INFO, "coordinator %s: RDMA (%s, %s)", l->peer, r->dev, r->uc ? "UC" : "RC");
+            return TBC_OK;
+        }
+        tbc__rdma_free(r);
+    }
+#else
+    (void)msg;
+    snprintf(why, sizeof why, "this node was built without RDMA");
+#endif
+    uint8_t no[4 + sizeof why];
+    tbc__put_u32(no, 0);
+    size_t k = strlen(why);
+    memcpy(no + 4, why, k);
+    tbc__log(&d->logger, TBC_LOG_INFO, "coordinator %s: staying on TCP (%s)", l->peer, why);
+    return tbc__link_send(l, TBC__MSG_RDMA, no, 4 + k, tbc__now() + timeout, err);
+}
+
 // Sends each peer its plan, ships the shard bytes it lacks, and waits until every worker is ready.
 static tbc_result tbc__cluster_ready(tbc_session *s, tbc_error *err) {
     tbc__cluster *c = s->cluster;
@@ -8851,7 +9605,12 @@ static tbc_result tbc__cluster_ready(tbc_session *s, tbc_error *err) {
                                 err);
             if (rc) break;
             if (type == TBC__MSG_ERROR) { rc = tbc__peer_error(&p->link, buf, n, err); break; }
-            if (type == TBC__MSG_READY) { p->up = 1; p->link.spin = tbc__spin_seconds(); break; }
+            if (type == TBC__MSG_READY) {
+                p->up = 1;
+                p->link.spin = tbc__spin_seconds();
+                rc = tbc__link_rdma_offer(c, p, &s->log, timeout, err);
+                break;
+            }
             if ((rc = tbc__serve_need(p, m, buf, n, timeout, &sent, &s->log, err))) break;
             quiet_since = tbc__now();
         }
@@ -9325,7 +10084,8 @@ static tbc_result tbc__serve_coordinator(int fd, const char *peer, const tbc_nod
     snprintf(w.link.peer, sizeof w.link.peer, "%s", peer);
     tbc__hello mine, theirs;
     tbc__hello_fill(&mine, 1, d->name, own, d->n_threads);
-    snprintf(mine.transports, sizeof mine.transports, "tcp %.100s", d->listen);  // each offered with its address
+    snprintf(mine.transports, sizeof mine.transports, "tcp %.100s%s", d->listen,  // each offered with its address
+             d->transport != TBC_TRANSPORT_TCP && tbc__rdma_available() ? " rdma" : "");
     if (d->mem_limit && (!mine.mem_usable || d->mem_limit < mine.mem_usable)) mine.mem_usable = d->mem_limit;
     w.offered = mine.mem_usable;
     tbc_model *cache_model = NULL;
@@ -9398,10 +10158,14 @@ static tbc_result tbc__serve_coordinator(int fd, const char *peer, const tbc_nod
     uint64_t request = pl.split == TBC_SPLIT_TENSOR ? TBC__BIT(TBC__MSG_EVAL) : TBC__BIT(TBC__MSG_HIDDEN);
     while (!rc) {
         // Between requests the coordinator sends heartbeats; silence this long means it is gone.
-        rc = tbc__link_recv(&w.link, request | TBC__BIT(TBC__MSG_HEARTBEAT) | TBC__BIT(TBC__MSG_BYE), &type, w.wire,
-                            w.wire_cap, &n, tbc__now() + w.timeout * 10, err);
+        rc = tbc__link_recv(&w.link, request | TBC__BIT(TBC__MSG_HEARTBEAT) | TBC__BIT(TBC__MSG_BYE) |
+                            TBC__BIT(TBC__MSG_RDMA), &type, w.wire, w.wire_cap, &n, tbc__now() + w.timeout * 10, err);
         if (rc) break;
         if (type == TBC__MSG_BYE) break;
+        if (type == TBC__MSG_RDMA) {
+            rc = tbc__link_rdma_accept(&w.link, d, w.wire, n, w.timeout, err);
+            continue;
+        }
         if (type == TBC__MSG_HEARTBEAT) {
             rc = tbc__link_send(&w.link, TBC__MSG_HEARTBEAT, w.wire, n, tbc__now() + w.timeout, err);
             continue;

@@ -17,7 +17,7 @@ static double now(void) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: bench -m MODEL [-t THREADS] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-r REPEATS] [--json]\n"
-               "             [--peers host:port,... [--split tensor|pipeline] [--sync f32|q8_0] [--key-file F] [--no-local]]\n"
+               "             [--peers host:port,... [--split tensor|pipeline] [--sync f32|q8_0] [--key-file F] [--no-local] [--transport auto|rdma|tcp] [--rdma-dev D] [--rdma-uc]]\n"
                "  prints prefill and decode tokens/s, weight bytes read per token, the effective GB/s, and the\n"
                "  memory read bandwidth measured in the same run (same thread count) with the ratio.\n"
                "  defaults: -t all CPUs, -p 128, -n 64, -r 3\n");
@@ -72,6 +72,7 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         if (!strcmp(a, "--json")) { json = 1; continue; }
         if (!strcmp(a, "--no-local")) { cd.no_local = 1; continue; }
+        if (!strcmp(a, "--rdma-uc")) { cd.rdma_uc = 1; continue; }
         if (i + 1 >= argc) { fprintf(stderr, "bench: unknown argument or missing value: '%s' (see --help)\n", a); return 2; }
         const char *v = argv[++i];
         char *end;
@@ -91,6 +92,13 @@ int main(int argc, char **argv) {
             continue;
         }
         if (!strcmp(a, "--key-file")) { key_file = v; continue; }
+        if (!strcmp(a, "--rdma-dev")) { cd.rdma_dev = v; continue; }
+        if (!strcmp(a, "--transport")) {
+            if (!strcmp(v, "rdma")) cd.transport = TBC_TRANSPORT_RDMA;
+            else if (!strcmp(v, "tcp")) cd.transport = TBC_TRANSPORT_TCP;
+            else if (strcmp(v, "auto")) { fprintf(stderr, "bench: --transport expects auto, rdma or tcp, got '%s'\n", v); return 2; }
+            continue;
+        }
         if (!numeric || x < 0 || x > 100000) { fprintf(stderr, "bench: %s expects a number, got '%s'\n", a, v); return 2; }
         if (!strcmp(a, "-t") || !strcmp(a, "--threads")) threads = (int)x;
         else if (!strcmp(a, "-p")) n_prompt = (int)x;

@@ -34,6 +34,9 @@ static void usage(FILE *f) {
         "      --split S           tensor | pipeline | auto (default auto)\n"
         "      --sync T            f32 | q8_0: activation sums on the wire (default f32)\n"
         "      --no-local          this machine holds no share: it tokenizes, samples and sums; the peers compute\n"
+        "      --transport T       auto | rdma | tcp (default auto: RDMA where both ends have it, else TCP)\n"
+        "      --rdma-dev NAME, --rdma-gid N   the RDMA device and GID index (default: the link's address)\n"
+        "      --rdma-uc           unreliable-connected queue pairs, as macOS uses (default RC)\n"
         "      --plan              print who would hold what (layers, heads, memory, bytes per token) and exit\n"
         "      --timeout S         seconds before a silent peer is an error (default 2)\n"
         "  -q, --quiet             with --peers: no progress or cluster messages on stderr\n"
@@ -162,6 +165,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--peers")) cd.peers = NEXT();
         else if (!strcmp(a, "--key-file")) key_file = NEXT();
         else if (!strcmp(a, "--no-local")) cd.no_local = 1;
+        else if (!strcmp(a, "--transport")) {
+            const char *v = NEXT();
+            if (!strcmp(v, "auto")) cd.transport = TBC_TRANSPORT_AUTO;
+            else if (!strcmp(v, "rdma")) cd.transport = TBC_TRANSPORT_RDMA;
+            else if (!strcmp(v, "tcp")) cd.transport = TBC_TRANSPORT_TCP;
+            else { fprintf(stderr, "generate: --transport expects auto, rdma or tcp, got '%s'\n", v); return 2; }
+        }
+        else if (!strcmp(a, "--rdma-dev")) cd.rdma_dev = NEXT();
+        else if (!strcmp(a, "--rdma-gid")) { if (!parse_num(a, NEXT(), 0, 1 << 20, &x)) return 2; cd.rdma_gid = (int)x + 1; }
+        else if (!strcmp(a, "--rdma-uc")) cd.rdma_uc = 1;
         else if (!strcmp(a, "--plan")) plan_only = 1;
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = 1;
         else if (!strcmp(a, "--timeout")) { if (!parse_num(a, NEXT(), 0.01, 3600, &x)) return 2; cd.timeout = x; }

@@ -18,6 +18,8 @@ static void usage(FILE *f) {
         "  -m, --model FILE        the GGUF file, if this machine has it (else shards come over the network)\n"
         "      --key-file F        the cluster key (or the environment variable TBC_CLUSTER_KEY)\n"
         "      --insecure          allow a network address without a key\n"
+        "      --transport T       auto (offer RDMA when a device is there) | tcp\n"
+        "      --rdma-dev NAME, --rdma-gid N   the RDMA device and GID index (default: the link's address)\n"
         "  -t, --threads N         threads (default: all CPUs)\n"
         "      --cache-dir DIR     where received shards are kept (default: tbc-cache)\n"
         "      --mem-limit BYTES   memory this node offers (e.g. 8G); pipeline shares follow it (default: free memory)\n"
@@ -44,6 +46,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--insecure")) d.insecure = 1;
         else if (!strcmp(a, "--cache-dir")) d.cache_dir = NEXT();
         else if (!strcmp(a, "--name")) d.name = NEXT();
+        else if (!strcmp(a, "--rdma-dev")) d.rdma_dev = NEXT();
+        else if (!strcmp(a, "--rdma-gid")) d.rdma_gid = atoi(NEXT()) + 1;
+        else if (!strcmp(a, "--transport")) {
+            const char *v = NEXT();
+            if (!strcmp(v, "auto") || !strcmp(v, "rdma")) d.transport = TBC_TRANSPORT_AUTO;
+            else if (!strcmp(v, "tcp")) d.transport = TBC_TRANSPORT_TCP;
+            else { fprintf(stderr, "node: --transport expects auto, rdma or tcp, got '%s'\n", v); return 2; }
+        }
         else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) verbose = 1;
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             const char *v = NEXT();
