@@ -102,7 +102,7 @@ DEMO_MODEL = build/models/tinyllama-random-q4_0.gguf
 DEMO_VOCAB = $(SHARED)/vocab/ggml-vocab-llama-spm.gguf
 
 .PHONY: all tools examples tests asan x86 neon macos help test test-native test-asan test-x86 test-header \
-        test-neon test-macos test-rdma demo fuzz deps clean
+        test-neon test-macos test-rdma bench-rdma demo fuzz deps clean
 
 # all: build the tools, examples and tests (native, -O2) into build/
 all: tools examples tests
@@ -194,10 +194,18 @@ test-macos:
 # (the verbs smoke test, then the cluster over RDMA: tests/rdma/cluster.sh with node and generate built for the guest)
 test-rdma:
 	$(if $(NO_DEPS),@true,@$(RDMA_VM) --deps)
-	@$(MAKE) --no-print-directory build/tests/rdma/verbs_smoke build/rdma/node build/rdma/generate $(RDMA_MODEL)
+	@$(MAKE) --no-print-directory build/tests/rdma/verbs_smoke build/tests/rdma/link_test build/rdma/node \
+	    build/rdma/generate $(RDMA_MODEL)
 	@echo "== rdma: tests/rdma/smoke.sh and cluster.sh in a guest with rxe0 on dummy0 (10.99.0.1), by tests/rdma/vm.sh"
 	@$(RUN) -s rdma -v -t 900 -w "$(RDMA_VM) tests/rdma/smoke.sh" build/tests/rdma/verbs_smoke
 	@$(RUN) -s rdma -v -t 900 -w "$(RDMA_VM) tests/rdma/cluster.sh build/rdma/node $(RDMA_MODEL)" build/rdma/generate
+	@$(RUN) -s rdma -v -t 900 -w "$(RDMA_VM) tests/rdma/run.sh" build/tests/rdma/link_test
+
+# bench-rdma: 2-node tensor-parallel decode and all-reduce over RDMA (RC, UC) and TCP, side by side, in the guest
+bench-rdma:
+	$(if $(NO_DEPS),@true,@$(RDMA_VM) --deps)
+	@$(MAKE) --no-print-directory build/rdma/node build/rdma/bench $(RDMA_MODEL)
+	$(RDMA_VM) tests/rdma/bench.sh build/rdma/node $(RDMA_MODEL) build/rdma/bench
 
 # demo: install what is missing, build, and generate 64 tokens from MODEL (default: a random TinyLlama-shaped model)
 demo:
@@ -333,6 +341,11 @@ build/rdma/%: tools/%.c $(HEADER_DEPS) build/.stamp-native
 build/tests/rdma/tiny-q8_0.gguf: | build/mkmodel
 	@mkdir -p $(@D) && rm -f $@
 	build/mkmodel --shape tiny --type q8_0 --seed 3 -o $@
+
+# The library's RDMA link test, for the guest (no ARCH_FLAGS).
+build/tests/rdma/link_test: tests/rdma/link_test.c $(HEADER_DEPS) build/.stamp-native
+	@mkdir -p $(@D) && rm -f $@
+	$(CC) -std=c11 -O2 $(WARN) -pthread $(CPPFLAGS) -o $@ $< $(LDLIBS)
 
 # The verbs smoke test uses libibverbs directly (the library dlopens it), and no ARCH_FLAGS: it runs in the guest.
 build/tests/rdma/verbs_smoke: tests/rdma/verbs_smoke.c build/.stamp-native
