@@ -7905,6 +7905,12 @@ done:
 #endif
 
 typedef struct tbc__rdma tbc__rdma;  // an RDMA endpoint carrying a link's stream (>>rdma)
+// What a hello offers: RC and UC queue pairs, or UC only (Apple's provider).
+#if defined(__APPLE__)
+#define TBC__RDMA_OFFER " rdma-uc"
+#else
+#define TBC__RDMA_OFFER " rdma"
+#endif
 
 #define TBC__PROTOCOL_VERSION 1
 #define TBC__FRAME_MAGIC 0x4d434254u  // "TBCM"
@@ -8396,6 +8402,7 @@ struct tbc__rdma {
     uint8_t *mem;                  // depth receive slots, then depth send slots
     size_t stride;
     int depth, uc, armed;
+    uint32_t max_inline;           // small messages go inline (the adapter copies them at posting time)
     char dev[64];
     uint8_t port;
     int gid_index;
@@ -8535,7 +8542,13 @@ static tbc_result tbc__rdma_open(const char *want_dev, int want_gid, uint32_t ip
         qa.cap.max_recv_wr = (uint32_t)r->depth + 1;
         qa.cap.max_send_sge = 1;
         qa.cap.max_recv_sge = 1;
+        qa.cap.max_inline_data = 256;
         r->qp = v->create_qp(r->pd, &qa);
+        if (!r->qp) {  // a device without inline data
+            qa.cap.max_inline_data = 0;
+            r->qp = v->create_qp(r->pd, &qa);
+        }
+        r->max_inline = qa.cap.max_inline_data;
     }
     if (!r->qp) {
         snprintf(why, why_cap, "cannot set up a queue pair on %s: %s", r->dev, strerror(errno));
@@ -8765,6 +8778,7 @@ static tbc_result tbc__rdma_post_send(tbc__link *l, int slot, uint32_t len, tbc_
     wr.num_sge = 1;
     wr.opcode = IBV_WR_SEND;
     wr.send_flags = IBV_SEND_SIGNALED;
+    if (sg.length <= r->max_inline) wr.send_flags |= IBV_SEND_INLINE;
     r->tx_busy[slot] = 1;
     r->credits--;
     if (ibv_post_send(r->qp, &wr, &bad) != 0) {
@@ -9095,7 +9109,7 @@ static void tbc__hello_fill(tbc__hello *h, uint32_t role, const char *name, cons
     h->cores = (uint32_t)(threads > 0 ? threads : tbc__cpu_count());
     h->mem_usable = tbc__usable_memory();
     snprintf(h->simd, sizeof h->simd, "%s", tbc__simd_name());
-    snprintf(h->transports, sizeof h->transports, "tcp%s", tbc__rdma_available() ? " rdma" : "");
+    snprintf(h->transports, sizeof h->transports, "tcp%s", tbc__rdma_available() ? TBC__RDMA_OFFER : "");
     if (m) {
         h->has_model = 1;
         tbc__model_id(m, h->model_id);
@@ -9471,7 +9485,9 @@ static tbc_result tbc__link_rdma_offer(tbc__cluster *c, tbc__peer *p, const tbc_
         snprintf(why, sizeof why, "the peer offers no RDMA device");
     } else {
         int g = c->desc.rdma_gid > 0 ? c->desc.rdma_gid - 1 : -1;
-        tbc__rdma_open(c->desc.rdma_dev, g, tbc__link_ip4(&p->link), c->desc.rdma_uc != 0, &r, why, sizeof why);
+        // UC when asked, or when either end is a Mac (UC is all Apple's provider offers)
+        int uc = c->desc.rdma_uc != 0 || strstr(p->hello.transports, "rdma-uc") != NULL || strstr(TBC__RDMA_OFFER, "-uc");
+        tbc__rdma_open(c->desc.rdma_dev, g, tbc__link_ip4(&p->link), uc, &r, why, sizeof why);
     }
     if (r) {
         uint8_t info[TBC__RDMA_INFO], reply[TBC__RDMA_INFO + 200];
@@ -10085,7 +10101,7 @@ static tbc_result tbc__serve_coordinator(int fd, const char *peer, const tbc_nod
     tbc__hello mine, theirs;
     tbc__hello_fill(&mine, 1, d->name, own, d->n_threads);
     snprintf(mine.transports, sizeof mine.transports, "tcp %.100s%s", d->listen,  // each offered with its address
-             d->transport != TBC_TRANSPORT_TCP && tbc__rdma_available() ? " rdma" : "");
+             d->transport != TBC_TRANSPORT_TCP && tbc__rdma_available() ? TBC__RDMA_OFFER : "");
     if (d->mem_limit && (!mine.mem_usable || d->mem_limit < mine.mem_usable)) mine.mem_usable = d->mem_limit;
     w.offered = mine.mem_usable;
     tbc_model *cache_model = NULL;
