@@ -8295,8 +8295,8 @@ static void tbc__wb_str(tbc__wbuf *w, const char *s) {
 // time; a machine without it, or without a device on the link's address, keeps TCP. The TCP socket stays open as the
 // liveness check (UC gives no notice when the peer goes away).
 //
-// Each direction has a ring of `depth` registered slots of `stride` bytes (a multiple of 4 KiB). A message fills one
-// slot: an 8-byte header {u32 length of the data, u32 credits returned} and up to stride - 8 bytes of stream. The
+// Each direction has a ring of `depth` registered slots of `stride` bytes (a multiple of 4 KiB; with UC every SEND
+// covers a whole slot, as Thunderbolt requires). A message fills one slot: an 8-byte header {u32 length of the data, u32 credits returned} and up to stride - 8 bytes of stream. The
 // receiver pre-posts a RECV per slot and re-posts a slot once the reader has consumed it; the sender may have at most
 // as many messages outstanding as it holds credits, which the receiver returns in the headers of its own messages
 // (or in a message of 0 data bytes when it has nothing else to send and half its ring is free again).
@@ -8766,10 +8766,9 @@ static tbc_result tbc__rdma_post_send(tbc__link *l, int slot, uint32_t len, tbc_
     r->credits_owed = 0;
     struct ibv_sge sg;
     sg.addr = (uint64_t)(uintptr_t)p;
-    sg.length = TBC__RDMA_HDR + len;
-#if defined(__APPLE__)
-    sg.length = (uint32_t)r->stride;  // a SEND covers as many 4 KiB frames as the RECV it lands in
-#endif
+    // UC (Apple's only mode) sends whole slots: on Thunderbolt a SEND must cover as many 4 KiB frames as the RECV it
+    // lands in. The same rule on Linux keeps this path tested in the soft-RoCE guest.
+    sg.length = r->uc ? (uint32_t)r->stride : TBC__RDMA_HDR + len;
     sg.lkey = r->mr->lkey;
     struct ibv_send_wr wr, *bad = NULL;
     memset(&wr, 0, sizeof wr);
