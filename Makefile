@@ -108,7 +108,7 @@ DEMO_VOCAB = $(SHARED)/vocab/ggml-vocab-llama-spm.gguf
 all: tools examples tests
 
 # tools: build/NAME for each tools/NAME.c
-tools: $(TOOLS)
+tools: $(TOOLS) build/server
 
 # examples: build/examples/NAME for each examples/NAME.c
 examples: $(EXAMPLES)
@@ -283,6 +283,11 @@ FORCE:
 build/%: tools/%.c $(HEADER_DEPS) build/.stamp-native
 	@mkdir -p $(@D) && rm -f $@
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
+
+# The sample server: HTTP from libmicrohttpd, JSON from cJSON (Debian's libmicrohttpd-dev, libcjson-dev).
+build/server: server.c $(HEADER_DEPS) build/.stamp-native
+	@mkdir -p $(@D) && rm -f $@
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS) -lmicrohttpd -lcjson
 
 build/examples/%: examples/%.c $(HEADER_DEPS) build/.stamp-native
 	@mkdir -p $(@D) && rm -f $@

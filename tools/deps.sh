@@ -43,6 +43,9 @@ need make have make
 need libc6-dev test -f /usr/include/stdio.h
 need libstb-dev test -f /usr/include/stb/stb_ds.h
 need libibverbs-dev test -f /usr/include/infiniband/verbs.h
+need libmicrohttpd-dev test -f /usr/include/microhttpd.h
+need libcjson-dev test -f /usr/include/cjson/cJSON.h
+need curl have curl
 
 clang_rt_pkg() {  # the sanitizer/libFuzzer runtime package matching the installed (or to-be-installed) clang
     local v=14
