@@ -1,10 +1,11 @@
 // server.c - an OpenAI-compatible HTTP server around tbcluster.h: what embedding the library in a program takes.
 //
 //   build/server -m MODEL [--peers host:port,...] [--key-file F] [--host 127.0.0.1] [--port 8080] [--api-key KEY]
-//                [--ctx N] [--alias NAME] [--queue N] [-t N]
+//                [--ctx N] [--alias NAME] [--queue N] [-t N] [--split S] [--sync T] [--transport T]
 //
 // Endpoints: POST /v1/chat/completions and /v1/completions (whole, or streamed as server-sent events ending in
-// "data: [DONE]"), GET /v1/models, GET /health. HTTP is libmicrohttpd's, JSON is cJSON's (Debian packages); the
+// "data: [DONE]"), GET /v1/models, GET /health, GET /metrics (Prometheus text), GET /cluster (JSON: the nodes, what
+// each holds, each link's transport and traffic). HTTP is libmicrohttpd's, JSON is cJSON's (Debian packages); the
 // model, the cluster and generation are tbcluster's. One session serves requests one at a time; up to --queue more
 // wait for it, later ones get 503 with Retry-After. A client that goes away stops its generation.
 #define TBC_IMPLEMENTATION
@@ -33,6 +34,7 @@ typedef struct server {
     pthread_mutex_t count_mu;
     int waiting;                  // requests holding or waiting for the session
     long long requests, tokens;
+    double last_ttft, last_tok_s;  // the last request's time to first token and decode speed
 } server;
 
 static server S;
@@ -89,6 +91,7 @@ typedef struct job {
     int done, cancelled, started;
     int fd;                       // the client's socket: a client gone away stops its generation
     unsigned checks;
+    double t0, ttft;
     pthread_t th;
 } job;
 
@@ -149,6 +152,11 @@ static void job_event(job *j, const char *text, size_t len, const char *finish, 
 static int on_text(void *user, const char *text, size_t len, int32_t token) {
     job *j = (job *)user;
     (void)token;
+    if (j->ttft == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        j->ttft = (double)ts.tv_sec + ts.tv_nsec * 1e-9 - j->t0;
+    }
     if (j->fd >= 0 && (j->checks++ & 7) == 0) {  // has the client gone? (its end closed: a zero-byte read)
         char b;
         if (recv(j->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) j->cancelled = 1;
@@ -165,8 +173,17 @@ static const char *finish_reason(tbc_stop_reason r) {
 static void *job_main(void *arg) {
     job *j = (job *)arg;
     pthread_mutex_lock(&S.mu);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    j->t0 = (double)ts.tv_sec + ts.tv_nsec * 1e-9;
     if (!j->cancelled) j->rc = tbc_session_generate(S.session, &j->gd, &j->res);
     pthread_mutex_unlock(&S.mu);
+    if (j->rc == TBC_OK && j->res.n_generated > 1) {
+        pthread_mutex_lock(&S.count_mu);
+        S.last_ttft = j->ttft;
+        S.last_tok_s = j->res.decode_seconds > 0 ? (double)(j->res.n_generated - 1) / j->res.decode_seconds : 0;
+        pthread_mutex_unlock(&S.count_mu);
+    }
     if (j->stream && j->rc == TBC_OK) {
         job_event(j, "", 0, finish_reason(j->res.stop_reason), 0);
         if (j->include_usage) job_event(j, NULL, 0, NULL, 1);
@@ -381,6 +398,92 @@ static enum MHD_Result completions(struct MHD_Connection *c, const char *body, s
     return json(c, o);
 }
 
+// ---- the cluster: who holds what, each link's transport and traffic ----
+static enum MHD_Result cluster_view(struct MHD_Connection *c) {
+    static tbc_cluster_plan plan;  // (large) filled under the lock below
+    static pthread_mutex_t plan_mu = PTHREAD_MUTEX_INITIALIZER;
+    tbc_cluster_stats st;
+    tbc_shard_info own;
+    pthread_mutex_lock(&plan_mu);
+    tbc_session_get_plan(S.session, &plan);
+    tbc_session_cluster_stats(S.session, &st);
+    tbc_session_shard_info(S.session, &own);
+    cJSON *o = cJSON_CreateObject(), *nodes = cJSON_AddArrayToObject(o, "nodes");
+    cJSON_AddStringToObject(o, "model", S.alias);
+    cJSON_AddStringToObject(o, "split", plan.n_nodes == 0 ? "none" : plan.split == TBC_SPLIT_TENSOR ? "tensor" : "pipeline");
+    cJSON_AddStringToObject(o, "reason", plan.reason);
+    pthread_mutex_lock(&S.count_mu);
+    cJSON_AddNumberToObject(o, "tokens_per_second", S.last_tok_s);
+    cJSON_AddNumberToObject(o, "time_to_first_token", S.last_ttft);
+    pthread_mutex_unlock(&S.count_mu);
+    int n = plan.n_nodes ? plan.n_nodes : 1, peer = 0;
+    for (int i = 0; i < n; i++) {
+        const tbc_plan_node *N = plan.n_nodes ? &plan.nodes[i] : NULL;
+        const tbc_shard_info *h = N ? &N->shard : &own;
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddStringToObject(x, "address", N ? N->addr : "local");
+        cJSON_AddStringToObject(x, "name", N ? N->name : "");
+        cJSON_AddNumberToObject(x, "rank", N ? N->rank : 0);
+        cJSON_AddItemToObject(x, "layers", cJSON_CreateIntArray((int[]){h->layer_begin, h->layer_end}, 2));
+        cJSON_AddItemToObject(x, "heads", cJSON_CreateIntArray((int[]){h->head_begin, h->head_end}, 2));
+        cJSON_AddItemToObject(x, "ffn_rows", cJSON_CreateIntArray((int[]){h->ff_begin, h->ff_end}, 2));
+        cJSON_AddNumberToObject(x, "weight_bytes", (double)h->weight_bytes);
+        cJSON_AddNumberToObject(x, "kv_bytes", (double)h->kv_bytes);
+        if (N) cJSON_AddNumberToObject(x, "memory_offered", (double)N->mem_usable);
+        if (N && N->note[0]) cJSON_AddStringToObject(x, "note", N->note);
+        if (N && i > 0 && N->rank > 0 && peer < st.n_peers) {  // the peers that run, in rank order
+            cJSON_AddStringToObject(x, "transport", st.rdma[peer] ? "rdma" : "tcp");
+            cJSON_AddBoolToObject(x, "up", st.up[peer]);
+            cJSON_AddNumberToObject(x, "bytes_sent", (double)st.bytes_sent[peer]);
+            cJSON_AddNumberToObject(x, "bytes_received", (double)st.bytes_received[peer]);
+            cJSON_AddNumberToObject(x, "round_trip_us", N->link_rtt_us);
+            peer++;
+        }
+        cJSON_AddItemToArray(nodes, x);
+    }
+    pthread_mutex_unlock(&plan_mu);
+    return json(c, o);
+}
+
+// Prometheus text format.
+static enum MHD_Result metrics(struct MHD_Connection *c) {
+    tbc_cluster_stats st;
+    tbc_session_cluster_stats(S.session, &st);
+    size_t cap = 4096 + (size_t)st.n_peers * 400, n = 0;
+    char *t = (char *)malloc(cap);
+    if (!t) return error(c, 500, "server_error", "out of memory");
+    pthread_mutex_lock(&S.count_mu);
+    n += (size_t)snprintf(t + n, cap - n,
+                          "# HELP tbc_requests_total Completion requests accepted.\n# TYPE tbc_requests_total counter\n"
+                          "tbc_requests_total %lld\n"
+                          "# HELP tbc_tokens_generated_total Tokens generated.\n# TYPE tbc_tokens_generated_total counter\n"
+                          "tbc_tokens_generated_total %lld\n"
+                          "# HELP tbc_requests_waiting Requests generating or queued.\n# TYPE tbc_requests_waiting gauge\n"
+                          "tbc_requests_waiting %d\n"
+                          "# HELP tbc_decode_tokens_per_second Decode speed of the last request.\n"
+                          "# TYPE tbc_decode_tokens_per_second gauge\ntbc_decode_tokens_per_second %.3f\n"
+                          "# HELP tbc_time_to_first_token_seconds Time to first token of the last request.\n"
+                          "# TYPE tbc_time_to_first_token_seconds gauge\ntbc_time_to_first_token_seconds %.6f\n",
+                          S.requests, S.tokens, S.waiting, S.last_tok_s, S.last_ttft);
+    pthread_mutex_unlock(&S.count_mu);
+    if (st.n_peers) {
+        n += (size_t)snprintf(t + n, cap - n,
+                              "# HELP tbc_allreduces_total All-reduces done (tensor split).\n# TYPE tbc_allreduces_total counter\n"
+                              "tbc_allreduces_total %llu\n# HELP tbc_communication_seconds_total Time spent exchanging "
+                              "activations.\n# TYPE tbc_communication_seconds_total counter\ntbc_communication_seconds_total %.6f\n"
+                              "# TYPE tbc_link_bytes_sent_total counter\n# TYPE tbc_link_bytes_received_total counter\n"
+                              "# TYPE tbc_link_rdma gauge\n",
+                              (unsigned long long)st.allreduces, st.comm_seconds);
+        for (int i = 0; i < st.n_peers && i < 64; i++)
+            n += (size_t)snprintf(t + n, cap - n, "tbc_link_bytes_sent_total{peer=\"%d\"} %llu\n"
+                                  "tbc_link_bytes_received_total{peer=\"%d\"} %llu\ntbc_link_rdma{peer=\"%d\"} %d\n",
+                                  i + 1, (unsigned long long)st.bytes_sent[i], i + 1,
+                                  (unsigned long long)st.bytes_received[i], i + 1, st.rdma[i]);
+    }
+    (void)n;
+    return reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4", t);
+}
+
 // ---- routing ----
 typedef struct body { char *p; size_t n; int too_big; } body;
 
@@ -431,6 +534,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         cJSON_AddItemToArray(d, m);
         return json(c, o);
     }
+    if (!strcmp(url, "/metrics") && !strcmp(method, "GET")) return metrics(c);
+    if (!strcmp(url, "/cluster") && !strcmp(method, "GET")) return cluster_view(c);
     int chat = !strcmp(url, "/v1/chat/completions");
     if (chat || !strcmp(url, "/v1/completions")) {
         if (strcmp(method, "POST")) return error(c, 405, "invalid_request_error", "use POST");
@@ -452,7 +557,8 @@ static void request_done(void *cls, struct MHD_Connection *c, void **con_cls, en
 static void usage(FILE *f) {
     fprintf(f, "usage: server -m MODEL [--peers host:port,...] [--key-file F] [--host 127.0.0.1] [--port 8080]\n"
                "              [--api-key KEY] [--ctx N] [--alias NAME] [--queue N] [-t N]\n"
-               "OpenAI-compatible endpoints: POST /v1/chat/completions, /v1/completions; GET /v1/models, /health.\n"
+               "              [--split auto|tensor|pipeline] [--sync f32|q8_0] [--transport auto|rdma|tcp]\n"
+               "Endpoints: POST /v1/chat/completions, /v1/completions; GET /v1/models, /health, /metrics, /cluster.\n"
                "--api-key (or TBC_API_KEY): clients send 'Authorization: Bearer KEY'.\n");
 }
 
@@ -480,6 +586,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--alias")) S.alias = v;
         else if (!strcmp(a, "--queue")) S.queue_limit = atoi(v);
         else if (!strcmp(a, "-t")) threads = atoi(v);
+        else if (!strcmp(a, "--split")) cd.split = !strcmp(v, "tensor") ? TBC_SPLIT_TENSOR : !strcmp(v, "pipeline") ? TBC_SPLIT_PIPELINE : TBC_SPLIT_AUTO;
+        else if (!strcmp(a, "--sync")) cd.sync = !strcmp(v, "q8_0") ? TBC_SYNC_Q8_0 : TBC_SYNC_F32;
+        else if (!strcmp(a, "--transport")) cd.transport = !strcmp(v, "rdma") ? TBC_TRANSPORT_RDMA : !strcmp(v, "tcp") ? TBC_TRANSPORT_TCP : TBC_TRANSPORT_AUTO;
         else { fprintf(stderr, "server: unknown argument '%s' (see --help)\n", a); return 2; }
     }
     if (!model_path) { fprintf(stderr, "server: -m MODEL is required (see --help)\n"); return 2; }

@@ -334,6 +334,8 @@ typedef struct tbc_cluster_stats {
     double comm_seconds;          // waiting for and exchanging partial sums (tensor) or hidden states (pipeline)
     uint64_t shard_bytes_sent;    // shard bytes sent to nodes without the model file
     uint64_t bytes_sent[64], bytes_received[64];  // per peer link, frames included
+    int rdma[64];                 // per peer link: 1 when it runs over RDMA, 0 over TCP
+    int up[64];                   // per peer link: 1 while connected
 } tbc_cluster_stats;
 
 typedef struct tbc_session tbc_session;
@@ -364,6 +366,9 @@ TBC_API tbc_result tbc_shard_estimate(const tbc_model *m, const tbc_shard_desc *
                                       tbc_shard_info *info, uint64_t *file_bytes, tbc_error *error);
 struct tbc_cluster_stats;
 TBC_API void tbc_session_cluster_stats(const tbc_session *s, struct tbc_cluster_stats *stats);
+// The plan a cluster session runs (zeros on one node): who holds what, as tbc_session_plan works it out.
+struct tbc_cluster_plan;
+TBC_API void tbc_session_get_plan(const tbc_session *s, struct tbc_cluster_plan *plan);
 // Connects to desc->cluster's peers and works out the plan the session would run, then says goodbye: nothing is
 // loaded, sent or allocated. tbc_cluster_plan_format writes it as a table (returns the length it needs).
 TBC_API tbc_result tbc_session_plan(const tbc_session_desc *desc, tbc_cluster_plan *plan);
@@ -9690,7 +9695,14 @@ TBC__DEF void tbc_session_cluster_stats(const tbc_session *s, tbc_cluster_stats 
     for (int i = 0; i < c->n_peers && i < 64; i++) {
         st->bytes_sent[i] = c->peers[i].link.bytes_sent;
         st->bytes_received[i] = c->peers[i].link.bytes_received;
+        st->rdma[i] = c->peers[i].link.rdma != NULL;
+        st->up[i] = c->peers[i].link.fd >= 0;
     }
+}
+
+TBC__DEF void tbc_session_get_plan(const tbc_session *s, tbc_cluster_plan *plan) {
+    memset(plan, 0, sizeof *plan);
+    if (s->cluster && s->cluster->plan) *plan = *s->cluster->plan;
 }
 
 // Tensor split: every worker sends its share of the last token's logits (rank order, contiguous rows).

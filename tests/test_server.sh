@@ -121,10 +121,21 @@ code="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer s3cret"
 build/node --listen "127.0.0.1:$((port + 2))" -t 1 -m "$model" 2>"$tmp/node.log" &
 pids+=($!)
 sleep 0.5
-start $((port + 3)) --peers "127.0.0.1:$((port + 2))"
+start $((port + 3)) --peers "127.0.0.1:$((port + 2))" --split tensor
 check $? "a server over a 2-node cluster starts"
 c="$(curl -s "http://localhost:$((port + 3))/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":12,"temperature":0}' | sed 's/.*"text":"\([^"]*\)".*/\1/')"
 [ -n "$c" ] && [ "$c" = "$text_whole" ]; check $? "the cluster's greedy answer equals one node's: '$c'"
+
+out="$(curl -s "http://localhost:$((port + 3))/cluster")"
+echo "$out" | grep -q '"split":"tensor"' && [ "$(echo "$out" | grep -o '"weight_bytes"' | wc -l)" -eq 2 ] &&
+    echo "$out" | grep -q '"transport":"tcp","up":true,"bytes_sent":[1-9]'
+check $? "GET /cluster: 2 nodes, their shares, the link's transport and traffic ($(echo "$out" | cut -c1-100)...)"
+out="$(curl -s "http://localhost:$((port + 3))/metrics")"
+echo "$out" | grep -q '^tbc_requests_total 1$' && echo "$out" | grep -q '^tbc_link_bytes_sent_total{peer="1"} [1-9]' &&
+    echo "$out" | grep -q '^# TYPE tbc_tokens_generated_total counter$' && echo "$out" | grep -q '^tbc_decode_tokens_per_second [0-9.]*[1-9]'
+check $? "GET /metrics: Prometheus text with requests, tokens/s and per-link bytes"
+out="$(curl -s "$url/cluster" 2>/dev/null; curl -s "http://localhost:$port/cluster")"
+echo "$out" | grep -q '"split":"none".*"address":"local"'; check $? "GET /cluster on one node: the local node"
 
 echo "test_server: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
