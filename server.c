@@ -70,6 +70,12 @@ static enum MHD_Result json(struct MHD_Connection *c, cJSON *o) {
 }
 
 // ---- a request being generated ----
+static void queue_leave(void) {
+    pthread_mutex_lock(&S.count_mu);
+    S.waiting--;
+    pthread_mutex_unlock(&S.count_mu);
+}
+
 typedef struct job {
     cJSON *req;
     int chat, stream, include_usage;
@@ -111,6 +117,24 @@ static void job_append(job *j, const char *s, size_t n) {
     pthread_mutex_unlock(&j->mu);
 }
 
+// Appends o as one server-sent event ("data: JSON" and a blank line) and frees it.
+static void job_send_event(job *j, cJSON *o) {
+    char *t = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!t) return;
+    job_append(j, "data: ", 6);
+    job_append(j, t, strlen(t));
+    job_append(j, "\n\n", 2);
+    free(t);
+}
+
+static void add_usage(cJSON *o, const tbc_generate_result *r) {
+    cJSON *u = cJSON_AddObjectToObject(o, "usage");
+    cJSON_AddNumberToObject(u, "prompt_tokens", (double)r->n_prompt);
+    cJSON_AddNumberToObject(u, "completion_tokens", (double)r->n_generated);
+    cJSON_AddNumberToObject(u, "total_tokens", (double)(r->n_prompt + r->n_generated));
+}
+
 // One SSE event (or, whole, nothing: the text is gathered and sent at the end).
 static void job_event(job *j, const char *text, size_t len, const char *finish, int usage) {
     cJSON *o = cJSON_CreateObject(), *choices = cJSON_AddArrayToObject(o, "choices");
@@ -134,19 +158,9 @@ static void job_event(job *j, const char *text, size_t len, const char *finish, 
         else cJSON_AddNullToObject(ch, "finish_reason");
         cJSON_AddItemToArray(choices, ch);
     } else {
-        cJSON *u = cJSON_AddObjectToObject(o, "usage");
-        cJSON_AddNumberToObject(u, "prompt_tokens", (double)j->res.n_prompt);
-        cJSON_AddNumberToObject(u, "completion_tokens", (double)j->res.n_generated);
-        cJSON_AddNumberToObject(u, "total_tokens", (double)(j->res.n_prompt + j->res.n_generated));
+        add_usage(o, &j->res);
     }
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (s) {
-        job_append(j, "data: ", 6);
-        job_append(j, s, strlen(s));
-        job_append(j, "\n\n", 2);
-        free(s);
-    }
+    job_send_event(j, o);
 }
 
 static int on_text(void *user, const char *text, size_t len, int32_t token) {
@@ -192,14 +206,7 @@ static void *job_main(void *arg) {
         cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
         cJSON_AddStringToObject(e, "message", tbc_session_last_error(S.session)->message);
         cJSON_AddStringToObject(e, "type", "server_error");
-        char *t = cJSON_PrintUnformatted(o);
-        cJSON_Delete(o);
-        if (t) {
-            job_append(j, "data: ", 6);
-            job_append(j, t, strlen(t));
-            job_append(j, "\n\n", 2);
-            free(t);
-        }
+        job_send_event(j, o);
     }
     pthread_mutex_lock(&S.count_mu);
     S.tokens += j->res.n_generated;
@@ -217,9 +224,7 @@ static void job_free(job *j) {
         j->cancelled = 1;
         pthread_mutex_unlock(&j->mu);
         pthread_join(j->th, NULL);
-        pthread_mutex_lock(&S.count_mu);
-        S.waiting--;
-        pthread_mutex_unlock(&S.count_mu);
+        queue_leave();
     }
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
@@ -349,9 +354,7 @@ static enum MHD_Result completions(struct MHD_Connection *c, const char *body, s
     j->started = 1;
     if (pthread_create(&j->th, NULL, job_main, j) != 0) {
         j->started = 0;
-        pthread_mutex_lock(&S.count_mu);
-        S.waiting--;
-        pthread_mutex_unlock(&S.count_mu);
+        queue_leave();
         job_free(j);
         return error(c, 500, "server_error", "cannot start a thread");
     }
@@ -365,9 +368,7 @@ static enum MHD_Result completions(struct MHD_Connection *c, const char *body, s
     }
     pthread_join(j->th, NULL);  // whole: wait here (this is the connection's own thread)
     j->started = 0;
-    pthread_mutex_lock(&S.count_mu);
-    S.waiting--;
-    pthread_mutex_unlock(&S.count_mu);
+    queue_leave();
     if (j->rc != TBC_OK) {
         unsigned status = j->rc == TBC_ERR_CONTEXT_FULL || j->rc == TBC_ERR_INVALID_ARGUMENT ? 400 : 500;
         enum MHD_Result r = error(c, status, status == 400 ? "invalid_request_error" : "server_error",
@@ -390,10 +391,7 @@ static enum MHD_Result completions(struct MHD_Connection *c, const char *body, s
     }
     cJSON_AddStringToObject(ch, "finish_reason", finish_reason(j->res.stop_reason));
     cJSON_AddItemToArray(choices, ch);
-    cJSON *u = cJSON_AddObjectToObject(o, "usage");
-    cJSON_AddNumberToObject(u, "prompt_tokens", (double)j->res.n_prompt);
-    cJSON_AddNumberToObject(u, "completion_tokens", (double)j->res.n_generated);
-    cJSON_AddNumberToObject(u, "total_tokens", (double)(j->res.n_prompt + j->res.n_generated));
+    add_usage(o, &j->res);
     job_free(j);
     return json(c, o);
 }

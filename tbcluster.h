@@ -6841,6 +6841,19 @@ static int tbc__split_off_blocks(int64_t n, int64_t unit, int parts, int64_t sca
     return 0;
 }
 
+// The activation types a layer's Wo and ffn_down inputs are rounded to before a tensor split's product, as one
+// node would (tbc__round_as_one), when their column split falls off the blocks; TBC_TYPE_F32: no rounding needed.
+// Every rank (and a coordinator without a share) gets the same answer from the split rule alone.
+static void tbc__layer_rounding(const tbc_model *m, int layer, int parts, int64_t qunit, int64_t unit,
+                                tbc_type *wo_round, tbc_type *down_round) {
+    const tbc_model_info *I = &m->info;
+    const tbc__layer_tensors *T = &m->layers[layer];
+    int wo_off = tbc__split_off_blocks(I->n_head, qunit, parts, I->head_dim, tbc__type_block(T->wo->type));
+    int down_off = tbc__split_off_blocks(I->n_ff, unit, parts, 1, tbc__type_block(T->w_down->type));
+    *wo_round = wo_off ? tbc__vec_dot_type(T->wo->type) : TBC_TYPE_F32;
+    *down_round = down_off ? tbc__vec_dot_type(T->w_down->type) : TBC_TYPE_F32;
+}
+
 // Asks the kernel to start reading a mapped range (page-aligned outward) in the background.
 static void tbc__will_need(const uint8_t *p, uint64_t n) {
     uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095;
@@ -6927,14 +6940,11 @@ static tbc_result tbc__session_bind(tbc_session *s, const tbc_session_desc *d, t
         L->wv = tbc__mat_rows(T->wv, k0, k1);
         // A column split off the quantization blocks anywhere widens every node's slice of that matrix to F32
         // (all nodes then round the input as one node would, tbc__round_as_one)
-        int wo_off = tbc__split_off_blocks(I->n_head, qunit, sh->tp_size, hd, tbc__type_block(T->wo->type));
-        int down_off = tbc__split_off_blocks(I->n_ff, unit, sh->tp_size, 1, tbc__type_block(T->w_down->type));
-        L->wo_round = wo_off ? tbc__vec_dot_type(T->wo->type) : TBC_TYPE_F32;
-        L->down_round = down_off ? tbc__vec_dot_type(T->w_down->type) : TBC_TYPE_F32;
-        if ((rc = tbc__mat_cols(s, T->wo, q0, q1, wo_off, &L->wo, err))) return rc;
+        tbc__layer_rounding(m, sh->layer_begin + l, sh->tp_size, qunit, unit, &L->wo_round, &L->down_round);
+        if ((rc = tbc__mat_cols(s, T->wo, q0, q1, L->wo_round != TBC_TYPE_F32, &L->wo, err))) return rc;
         L->w_gate = tbc__mat_rows(T->w_gate, fb, fe);
         L->w_up = tbc__mat_rows(T->w_up, fb, fe);
-        if ((rc = tbc__mat_cols(s, T->w_down, fb, fe, down_off, &L->w_down, err))) return rc;
+        if ((rc = tbc__mat_cols(s, T->w_down, fb, fe, L->down_round != TBC_TYPE_F32, &L->w_down, err))) return rc;
         wbytes += tbc__mat_bytes(&L->wq) + tbc__mat_bytes(&L->wk) + tbc__mat_bytes(&L->wv) + tbc__mat_bytes(&L->wo) +
                   tbc__mat_bytes(&L->w_gate) + tbc__mat_bytes(&L->w_up) + tbc__mat_bytes(&L->w_down);
         const tbc__tensor *vecs[7] = {T->attn_norm, T->ffn_norm, T->bq, T->bk, T->bv, T->q_norm, T->k_norm};
@@ -8333,6 +8343,7 @@ typedef struct tbc__ibv {
 } tbc__ibv;
 
 static tbc__ibv tbc__verbs;
+static const uint8_t tbc__ipv4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};  // ::ffff:a.b.c.d
 static int tbc__verbs_state;  // 0 not tried, 1 loaded, -1 not available (tbc__verbs_why says why)
 static char tbc__verbs_why[160];
 static pthread_mutex_t tbc__verbs_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -8497,8 +8508,7 @@ static tbc_result tbc__rdma_open(const char *want_dev, int want_gid, uint32_t ip
                         if (i != want_gid) continue;
                         score = 2;
                     } else {
-                        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-                        if (memcmp(g.raw, mapped, 12) != 0 || (ip4 && memcmp(g.raw + 12, &ip4, 4) != 0)) continue;
+                        if (memcmp(g.raw, tbc__ipv4_mapped, 12) != 0 || (ip4 && memcmp(g.raw + 12, &ip4, 4) != 0)) continue;
                         score = tbc__rdma_gid_v2(name, p, i) != 0 ? 2 : 1;
                     }
                     if (score <= best) continue;
@@ -8901,9 +8911,8 @@ static uint32_t tbc__link_ip4(const tbc__link *l) {
     if (ss.ss_family == AF_INET) return ((struct sockaddr_in *)&ss)->sin_addr.s_addr;
     if (ss.ss_family == AF_INET6) {  // an IPv4-mapped IPv6 address
         const uint8_t *a = ((struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr;
-        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
         uint32_t v;
-        if (memcmp(a, mapped, 12) == 0) { memcpy(&v, a + 12, 4); return v; }
+        if (memcmp(a, tbc__ipv4_mapped, 12) == 0) { memcpy(&v, a + 12, 4); return v; }
     }
     return 0;
 }
@@ -9737,13 +9746,11 @@ static void tbc__cluster_relay(tbc_session *s, int64_t n) {
     int64_t qunit, unit;
     tbc__tp_units(m, 0, c->n_peers, &qunit, &unit);
     for (int l = 0; l < I->n_layer && !c->broken; l++) {
-        const tbc__layer_tensors *T = &m->layers[l];
+        tbc_type round[2];
+        tbc__layer_rounding(m, l, c->n_peers, qunit, unit, &round[0], &round[1]);
         for (int half = 0; half < 2; half++) {
-            const tbc__tensor *w = half ? T->w_down : T->wo;
-            int off = half ? tbc__split_off_blocks(I->n_ff, unit, c->n_peers, 1, tbc__type_block(w->type))
-                           : tbc__split_off_blocks(I->n_head, qunit, c->n_peers, I->head_dim, tbc__type_block(w->type));
-            if (off) {  // the workers exchange block maxima first (tbc__round_as_one)
-                int64_t blk = tbc__type_block(tbc__vec_dot_type(w->type));
+            if (round[half] != TBC_TYPE_F32) {  // the workers exchange block maxima first (tbc__round_as_one)
+                int64_t blk = tbc__type_block(round[half]);
                 int64_t k = half ? I->n_ff : (int64_t)I->n_head * I->head_dim;
                 memset(s->o, 0, (size_t)(n * ((k + blk - 1) / blk)) * 4);
                 tbc__coord_allreduce(s, s->o, n * ((k + blk - 1) / blk), TBC__MAXABS);
@@ -10451,7 +10458,7 @@ static tbc_result tbc__cluster_plan(tbc__cluster *c, const tbc_model *m, const t
     tbc_kv_type kv = d->kv_type;
     int split = (int)c->desc.split;
     for (;;) {
-        int sp = split;
+        int sp = split, held = 0;  // held: the split P's shares already follow (auto tries both)
         if (sp == TBC_SPLIT_AUTO) {
             // A tensor split if every node can hold its share and it decodes faster than a pipeline would.
             int t_ok = tbc__assign(m, P, in, TBC_SPLIT_TENSOR, no_local, n_ctx, kv, err) && tbc__overfull(P) < 0;
@@ -10461,6 +10468,7 @@ static tbc_result tbc__cluster_plan(tbc__cluster *c, const tbc_model *m, const t
                 snprintf(P->reason, sizeof P->reason, "auto: tensor (more nodes than layers)");
             } else {
                 double tp = tbc__plan_seconds(m, P, TBC_SPLIT_PIPELINE);
+                held = TBC_SPLIT_PIPELINE;
                 sp = t_ok && tt < tp ? TBC_SPLIT_TENSOR : TBC_SPLIT_PIPELINE;
                 if (t_ok)
                     snprintf(P->reason, sizeof P->reason, "auto: %s; estimated %.3g ms/token as tensor split, %.3g as "
@@ -10475,7 +10483,7 @@ static tbc_result tbc__cluster_plan(tbc__cluster *c, const tbc_model *m, const t
         }
         int k = 0;
         for (int i = 0; i < P->n_nodes; i++) k += in[i];
-        if (!tbc__assign(m, P, in, sp, no_local, n_ctx, kv, err)) {
+        if (held != sp && !tbc__assign(m, P, in, sp, no_local, n_ctx, kv, err)) {
             if (err->code) return err->code;
             if (k == 0) tbc__error_set(err, TBC_ERR_SHARD, "no node is left to hold the model (%s)", P->reason);
             else if (sp == TBC_SPLIT_TENSOR)

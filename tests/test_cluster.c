@@ -82,23 +82,29 @@ static tbc_model *open_model(const char *path) {
 // Greedy ids for a prompt of token ids, alone or with peers. Returns the number of ids produced (-1: error).
 static int greedy_no_local;  // greedy() runs hold no share on this node
 
+// The tests' session over peers (NULL: this node alone): n_ctx 128, one thread; *cd holds the cluster settings.
+static void session_desc_init(tbc_session_desc *sd, tbc_cluster_desc *cd, tbc_model *m, const char *peers,
+                              tbc_error *err) {
+    memset(cd, 0, sizeof *cd);
+    cd->peers = peers;
+    memset(sd, 0, sizeof *sd);
+    sd->model = m;
+    sd->n_ctx = 128;
+    sd->n_threads = 1;
+    sd->cluster = peers ? cd : NULL;
+    sd->error = err;
+}
+
 static int greedy(tbc_model *m, const char *peers, tbc_split split, tbc_sync sync, const char *key, const int32_t *prompt,
                   int n_prompt, int n_gen, int32_t *out, float *first_logits, tbc_error *err, tbc_result *rc_out) {
     tbc_cluster_desc cd;
-    memset(&cd, 0, sizeof cd);
+    tbc_session_desc sd;
+    session_desc_init(&sd, &cd, m, peers, err);
     cd.no_local = greedy_no_local;
-    cd.peers = peers;
     cd.split = split;
     cd.sync = sync;
     cd.key = key;
     cd.key_len = key ? strlen(key) : 0;
-    tbc_session_desc sd;
-    memset(&sd, 0, sizeof sd);
-    sd.model = m;
-    sd.n_ctx = 128;
-    sd.n_threads = 1;
-    sd.cluster = peers ? &cd : NULL;
-    sd.error = err;
     tbc_session *s;
     tbc_result rc = tbc_session_create(&sd, &s);
     if (rc_out) *rc_out = rc;
@@ -386,15 +392,8 @@ int main(void) {
             char pp[128];
             snprintf(pp, sizeof pp, "127.0.0.1:%d,127.0.0.1:%d", big.port, small.port);
             tbc_cluster_desc pcd;
-            memset(&pcd, 0, sizeof pcd);
-            pcd.peers = pp;
             tbc_session_desc psd;
-            memset(&psd, 0, sizeof psd);
-            psd.model = m;
-            psd.n_ctx = 128;
-            psd.n_threads = 1;
-            psd.cluster = &pcd;
-            psd.error = &err;
+            session_desc_init(&psd, &pcd, m, pp, &err);
             tbc_cluster_plan *plan = (tbc_cluster_plan *)calloc(1, sizeof *plan);
             CHECK(plan && tbc_session_plan(&psd, plan) == TBC_OK, "plan: %s", err.message);
             if (plan && plan->n_nodes == 3) {
@@ -432,17 +431,10 @@ int main(void) {
             char hp[64];
             snprintf(hp, sizeof hp, "127.0.0.1:%d", h.port);
             tbc_cluster_desc hcd;
-            memset(&hcd, 0, sizeof hcd);
-            hcd.peers = hp;
+            tbc_session_desc hsd;
+            session_desc_init(&hsd, &hcd, m, hp, &err);
             hcd.split = TBC_SPLIT_TENSOR;
             hcd.timeout = 0.3;
-            tbc_session_desc hsd;
-            memset(&hsd, 0, sizeof hsd);
-            hsd.model = m;
-            hsd.n_ctx = 128;
-            hsd.n_threads = 1;
-            hsd.cluster = &hcd;
-            hsd.error = &err;
             tbc_session *hs = NULL;
             CHECK(tbc_session_create(&hsd, &hs) == TBC_OK, "session: %s", err.message);
             if (hs) {
@@ -475,16 +467,9 @@ int main(void) {
             CHECK(n2 == n_ref && !memcmp(tids, ref, sizeof(int32_t) * (size_t)n_ref), "transport auto: TCP, same ids (%s)",
                   n2 < 0 ? err.message : "ids differ");
             tbc_cluster_desc rcd;
-            memset(&rcd, 0, sizeof rcd);
-            rcd.peers = tp;
-            rcd.transport = TBC_TRANSPORT_RDMA;
             tbc_session_desc rsd;
-            memset(&rsd, 0, sizeof rsd);
-            rsd.model = m;
-            rsd.n_ctx = 128;
-            rsd.n_threads = 1;
-            rsd.cluster = &rcd;
-            rsd.error = &err;
+            session_desc_init(&rsd, &rcd, m, tp, &err);
+            rcd.transport = TBC_TRANSPORT_RDMA;
             tbc_session *rs = NULL;
             rc = tbc_session_create(&rsd, &rs);
             CHECK(rc == TBC_ERR_UNSUPPORTED && strstr(err.message, "RDMA") && strstr(err.message, tp), "transport rdma "
@@ -512,17 +497,10 @@ int main(void) {
         int port = w.port;
         snprintf(peers, sizeof peers, "127.0.0.1:%d", port);
         tbc_cluster_desc cd;
-        memset(&cd, 0, sizeof cd);
-        cd.peers = peers;
+        tbc_session_desc sd;
+        session_desc_init(&sd, &cd, m, peers, &err);
         cd.split = TBC_SPLIT_TENSOR;
         cd.timeout = 2.0;
-        tbc_session_desc sd;
-        memset(&sd, 0, sizeof sd);
-        sd.model = m;
-        sd.n_ctx = 128;
-        sd.n_threads = 1;
-        sd.cluster = &cd;
-        sd.error = &err;
         tbc_session *s = NULL;
         CHECK(tbc_session_create(&sd, &s) == TBC_OK, "cluster session: %s", err.message);
         if (s) {
