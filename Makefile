@@ -285,9 +285,17 @@ build/%: tools/%.c $(HEADER_DEPS) build/.stamp-native
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
 # The sample server: HTTP from libmicrohttpd, JSON from cJSON (Debian's libmicrohttpd-dev, libcjson-dev).
-build/server: server.c $(HEADER_DEPS) build/.stamp-native
+# The web page (web/index.html) is compiled in as bytes: build/gen/web_page.h, made with od (no xxd needed).
+build/server: server.c build/gen/web_page.h $(HEADER_DEPS) build/.stamp-native
 	@mkdir -p $(@D) && rm -f $@
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS) -lmicrohttpd -lcjson
+	$(CC) $(ALL_CFLAGS) -Ibuild/gen -o $@ $< $(LDFLAGS) $(LDLIBS) -lmicrohttpd -lcjson
+
+build/gen/web_page.h: web/index.html
+	@mkdir -p $(@D) && rm -f $@
+	@{ echo "// generated from web/index.html by the Makefile: do not edit"; \
+	   echo "static const unsigned char web_page[] = {"; \
+	   od -An -v -tx1 $< | sed 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	   echo "};"; } > $@.tmp && mv $@.tmp $@
 
 build/examples/%: examples/%.c $(HEADER_DEPS) build/.stamp-native
 	@mkdir -p $(@D) && rm -f $@

@@ -11,6 +11,8 @@
 #define TBC_IMPLEMENTATION
 #include "tbcluster.h"
 
+#include "web_page.h"  // web/index.html as bytes (made by the Makefile)
+
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
 #include <pthread.h>
@@ -515,6 +517,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         }
         *data_size = 0;
         return MHD_YES;
+    }
+    if (!strcmp(url, "/") && !strcmp(method, "GET")) {  // the page asks for the API key itself, if one is set
+        struct MHD_Response *r = MHD_create_response_from_buffer(sizeof web_page, (void *)web_page, MHD_RESPMEM_PERSISTENT);
+        MHD_add_response_header(r, "Content-Type", "text/html; charset=utf-8");
+        MHD_add_response_header(r, "Content-Security-Policy", "default-src 'self' 'unsafe-inline'");
+        enum MHD_Result ok = MHD_queue_response(c, MHD_HTTP_OK, r);
+        MHD_destroy_response(r);
+        return ok;
     }
     if (!authorized(c)) return error(c, 401, "invalid_request_error", "missing or wrong API key (Authorization: Bearer)");
     if (!strcmp(url, "/health") && !strcmp(method, "GET")) {
