@@ -108,7 +108,7 @@ DEMO_VOCAB = $(SHARED)/vocab/ggml-vocab-llama-spm.gguf
 all: tools examples tests
 
 # tools: build/NAME for each tools/NAME.c
-tools: $(TOOLS) build/server
+tools: $(TOOLS) build/server build/pull
 
 # examples: build/examples/NAME for each examples/NAME.c
 examples: $(EXAMPLES)
@@ -290,6 +290,11 @@ build/server: server.c build/gen/web_page.h $(HEADER_DEPS) build/.stamp-native
 	@mkdir -p $(@D) && rm -f $@
 	$(CC) $(ALL_CFLAGS) -Ibuild/gen -o $@ $< $(LDFLAGS) $(LDLIBS) -lmicrohttpd -lcjson
 
+# Model downloads: HTTP from libcurl (Debian's libcurl4-openssl-dev).
+build/pull: pull.c $(HEADER_DEPS) build/.stamp-native
+	@mkdir -p $(@D) && rm -f $@
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS) -lcurl
+
 build/gen/web_page.h: web/index.html
 	@mkdir -p $(@D) && rm -f $@
 	@{ echo "// generated from web/index.html by the Makefile: do not edit"; \
@@ -341,6 +346,9 @@ build/fuzz/fuzz_gguf: tests/fuzz_gguf.c $(HEADER_DEPS) build/.stamp-fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(LDLIBS)
 
 # The kernels and SHA-256 stay out of the coverage instrumentation (not the sanitizers): see tests/fuzz_nocov.txt.
+# test_proto replays the fuzz harness's seeds: it includes tests/fuzz_proto.c.
+build/tests/test_proto build/asan/tests/test_proto: tests/fuzz_proto.c
+
 build/fuzz/fuzz_proto: tests/fuzz_proto.c tests/fuzz_nocov.txt $(HEADER_DEPS) build/.stamp-fuzz
 	$(DEPS) fuzz
 	@mkdir -p $(@D) && rm -f $@

@@ -339,12 +339,14 @@ typedef struct tbc_cluster_stats {
 } tbc_cluster_stats;
 
 typedef struct tbc_session tbc_session;
+#define TBC_MAX_SEQ 256
 
 typedef struct tbc_session_desc {
     const tbc_model *model;       // required; must outlive the session
     tbc_shard_desc shard;         // zeroed: the whole model on this node
     int n_ctx;                    // context length; 0 = the model's training context (capped at 4096)
     int n_batch;                  // tokens per forward pass while reading a prompt; 0 = 256
+    int n_seq;                    // sequences kept at once, each with its own n_ctx of KV cache; 0 = 1
     int n_threads;                // 0 = number of online CPUs
     tbc_kv_type kv_type;          // KV cache element type; zeroed = F32
     int prefault;                 // 1: read the shard's pages at creation (load time instead of first token)
@@ -374,13 +376,24 @@ TBC_API void tbc_session_get_plan(const tbc_session *s, struct tbc_cluster_plan 
 TBC_API tbc_result tbc_session_plan(const tbc_session_desc *desc, tbc_cluster_plan *plan);
 TBC_API size_t tbc_cluster_plan_format(const tbc_cluster_plan *plan, const tbc_model *m, char *buf, size_t cap);
 
-// Appends n tokens at the current position and runs the forward pass. Afterwards tbc_session_logits() holds the
-// logits of the last token. TBC_ERR_CONTEXT_FULL (nothing evaluated) if they don't fit. Not thread-safe per session.
+// Appends n tokens to sequence 0 and runs the forward pass. Afterwards tbc_session_logits() holds the logits of
+// the last token. TBC_ERR_CONTEXT_FULL (nothing evaluated) if they don't fit. Not thread-safe per session.
 TBC_API tbc_result tbc_session_eval(tbc_session *s, const int32_t *tokens, int64_t n);
 TBC_API const float *tbc_session_logits(const tbc_session *s);  // n_vocab floats, valid until the next eval
-TBC_API int64_t tbc_session_pos(const tbc_session *s);           // tokens in the context
-TBC_API int64_t tbc_session_n_ctx(const tbc_session *s);
-TBC_API tbc_result tbc_session_rewind(tbc_session *s, int64_t pos);  // forget tokens from pos on
+TBC_API int64_t tbc_session_pos(const tbc_session *s);           // tokens in sequence 0's context
+TBC_API int64_t tbc_session_n_ctx(const tbc_session *s);         // per sequence
+TBC_API tbc_result tbc_session_rewind(tbc_session *s, int64_t pos);  // forget sequence 0's tokens from pos on
+
+// Several sequences in one forward pass (desc.n_seq > 1): token i goes to sequence seq[i] at that sequence's next
+// position (a sequence's tokens keep their order), so each weight is read once for all of them. Afterwards
+// tbc_session_seq_logits(s, q) holds the logits of sequence q's last token in the batch; the logits of sequences
+// not in the batch are left as they were. Nothing is evaluated if a token or sequence is out of range or a
+// sequence's tokens do not fit its context.
+TBC_API tbc_result tbc_session_decode(tbc_session *s, const int32_t *tokens, const int32_t *seq, int64_t n);
+TBC_API const float *tbc_session_seq_logits(const tbc_session *s, int seq);
+TBC_API int64_t tbc_session_seq_pos(const tbc_session *s, int seq);
+TBC_API tbc_result tbc_session_seq_rewind(tbc_session *s, int seq, int64_t pos);
+TBC_API int tbc_session_n_seq(const tbc_session *s);
 
 // >>sampling
 // Zeroed = greedy. temperature 0: argmax (lowest id on ties). top_k 0, top_p 0 or 1, min_p 0: off.
@@ -432,12 +445,20 @@ typedef struct tbc_generate_desc {
 
 typedef struct tbc_generate_result {
     int64_t n_prompt, n_generated;
+    int64_t n_cached;                      // prompt tokens whose KV cache a previous generation left (not re-read)
     double prefill_seconds, decode_seconds;
     tbc_stop_reason stop_reason;
+    tbc_error error;                       // why it failed (tbc_session_last_error is shared by concurrent calls)
 } tbc_generate_result;
 
-// Clears the context, reads the prompt, then samples up to max_tokens tokens, streaming them to on_text.
+// Reads the prompt, then samples up to max_tokens tokens, streaming them to on_text. Runs in one of the session's
+// n_seq sequences: the free one whose context shares the longest start with the prompt, which is then not read
+// again. Up to n_seq calls may run at once from different threads (more wait for a free sequence); their tokens are
+// decoded together, one forward pass for all (continuous batching), prompts read in chunks between the others'
+// tokens. Don't call tbc_session_eval/decode/rewind on the session while generations run.
 TBC_API tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc *d, tbc_generate_result *result);
+// Sequences generating now (held by tbc_session_generate calls) and calls waiting for one.
+TBC_API void tbc_session_generation_load(tbc_session *s, int *busy, int *waiting);
 
 #ifdef __cplusplus
 }
@@ -6586,8 +6607,13 @@ struct tbc_session {
     tbc_logger log;
     tbc_error last;
     tbc_shard_info shard;
-    int n_ctx, n_batch;
-    int64_t pos;
+    int n_ctx, n_batch, n_seq;
+    int64_t *seq_pos;               // per sequence: tokens in its context
+    int64_t *seq_last;              // per sequence: scratch for checking and splitting a batch
+    uint8_t *seq_lost;              // per sequence: its KV cache went with a cluster that failed (rewind to 0)
+    int32_t *row_seq, *row_pos;     // per row of the batch being run
+    int32_t *out_row;               // the rows whose logits are wanted (the last of each sequence), n_out of them
+    int n_out;
     tbc_kv_type kv_type;
     int n_head_local, n_kv_local, ff_local;   // this node's share
     tbc__layer *layers;             // indexed from shard.layer_begin
@@ -6598,7 +6624,9 @@ struct tbc_session {
     void *kv_mem;
     tbc__pool pool;
     // scratch, sized for n_batch tokens
-    float *x, *xn, *q, *k, *v, *att, *o, *gate, *up, *logits, *scores;
+    float *x, *xn, *q, *k, *v, *att, *o, *gate, *up, *scores;
+    float *logits;                  // n_seq rows of n_vocab: each sequence's last logits
+    float *logit_rows;              // n_seq rows of this node's vocabulary share, before they go to their sequences
     void *act;                      // activations converted to a weight's vec_dot_type
     size_t act_bytes;
     float *rope_cos, *rope_sin;     // per position in the batch, n_rot/2 each
@@ -6612,7 +6640,27 @@ struct tbc_session {
     int dry;                        // only working out a shard's geometry and sizes (tbc_shard_estimate): no copies
     int no_layers;                  // a coordinator that holds no share (--no-local): embeddings, sampling, sums
     float *round_buf;               // block maxima for tbc__round_as_one (n_batch * blocks of the widest input)
+    // concurrent generations (tbc_session_generate): one slot per sequence; a batch is run by one caller at a time
+    pthread_mutex_t gen_mu;
+    pthread_cond_t gen_cv;
+    struct tbc__slot *slots;
+    int stepping, waiting, next_fill;
+    int32_t *gen_tok, *gen_seq;     // the batch being built (n_batch each)
 };
+
+// A generation's hold on a sequence (tbc_session_generate).
+enum { TBC__SLOT_FREE, TBC__SLOT_OWN, TBC__SLOT_PENDING, TBC__SLOT_READY };
+
+typedef struct tbc__slot {
+    int state;                    // FREE, OWN (held: preparing or sampling), PENDING (tokens to read), READY (logits)
+    const int32_t *in;            // tokens to read, n_in of them, done so far
+    int64_t n_in, done;
+    tbc_result rc;
+    tbc_error err;
+    int32_t *hist;                // the tokens in the sequence's KV cache, for prompt reuse: the first n_hist are known
+    int64_t cap, n_hist;          // (tbc_session_decode by the caller cuts n_hist back to where it appended)
+    double used;                  // when it was last released: ties go to the longest unused
+} tbc__slot;
 
 static tbc_result tbc__cluster_new(const tbc_cluster_desc *cd, tbc__cluster **out, tbc_error *err);
 static tbc_result tbc__cluster_hello(tbc__cluster *c, const tbc_model *m, const tbc_logger *log, int threads,
@@ -6621,12 +6669,16 @@ static tbc_result tbc__cluster_plan(tbc__cluster *c, const tbc_model *m, const t
                                     int n_batch, tbc_shard_desc *own, tbc_error *err);
 static tbc_result tbc__cluster_ready(tbc_session *s, tbc_error *err);
 static tbc_result tbc__cluster_attach(tbc_session *s, tbc_error *err);
-static tbc_result tbc__cluster_eval_begin(tbc_session *s, const int32_t *tokens, int64_t pos, int64_t n);
-static tbc_result tbc__cluster_pipeline(tbc_session *s, int64_t pos, int64_t n);
-static tbc_result tbc__cluster_check(tbc_session *s);
+static tbc_result tbc__cluster_eval_begin(tbc_session *s, const int32_t *tokens, int64_t n);
+static tbc_result tbc__cluster_pipeline(tbc_session *s, int64_t n);
+static tbc_result tbc__cluster_check(tbc_session *s, int fresh);
+static int tbc__cluster_broken(const tbc_session *s);
+static tbc_result tbc__gen_init(tbc_session *s, tbc_error *err);
+static void tbc__gen_free(tbc_session *s);
+static tbc_result tbc__decode(tbc_session *s, const int32_t *tokens, const int32_t *seq, int64_t n);
+static tbc_result tbc__cluster_decode(tbc_session *s, const int32_t *tokens, const int32_t *seq, int64_t n);
 static tbc_result tbc__cluster_failed(tbc_session *s);
 static tbc_result tbc__cluster_gather_logits(tbc_session *s);
-static tbc_result tbc__cluster_eval(tbc_session *s, const int32_t *tokens, int64_t n);
 static void tbc__cluster_relay(tbc_session *s, int64_t n);
 static void tbc__cluster_free(tbc__cluster *c);
 
@@ -7011,7 +7063,8 @@ static tbc_result tbc__session_alloc(tbc_session *s, tbc_error *err) {
     size_t ff = (size_t)s->ff_local;
     size_t elt = s->kv_type == TBC_KV_F16 ? 2 : 4;
     int n_local = s->shard.layer_end - s->shard.layer_begin;
-    uint64_t kv_bytes = (uint64_t)n_local * 2 * (uint64_t)s->n_ctx * kd * elt;
+    uint64_t cells = (uint64_t)s->n_seq * (uint64_t)s->n_ctx;  // each sequence has its own n_ctx positions
+    uint64_t kv_bytes = (uint64_t)n_local * 2 * cells * kd * elt;
     s->shard.kv_bytes = kv_bytes;
     if (kv_bytes > (uint64_t)SIZE_MAX / 2) {
         tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "KV cache of %llu bytes is too large", (unsigned long long)kv_bytes);
@@ -7019,22 +7072,23 @@ static tbc_result tbc__session_alloc(tbc_session *s, tbc_error *err) {
     }
     s->kv_mem = TBC_MALLOC((size_t)kv_bytes + 64);
     if (!s->kv_mem) {
-        tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "no memory for a KV cache of %.1f MiB (n_ctx %d)",
-                       (double)kv_bytes / 1048576.0, s->n_ctx);
+        tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "no memory for a KV cache of %.1f MiB (n_ctx %d, %d sequences)",
+                       (double)kv_bytes / 1048576.0, s->n_ctx, s->n_seq);
         return TBC_ERR_OUT_OF_MEMORY;
     }
     for (int l = 0; l < n_local; l++) {
-        s->layers[l].k_cache = (uint8_t *)s->kv_mem + (size_t)(2 * l) * (size_t)s->n_ctx * kd * elt;
-        s->layers[l].v_cache = (uint8_t *)s->kv_mem + (size_t)(2 * l + 1) * (size_t)s->n_ctx * kd * elt;
+        s->layers[l].k_cache = (uint8_t *)s->kv_mem + (size_t)(2 * l) * (size_t)cells * kd * elt;
+        s->layers[l].v_cache = (uint8_t *)s->kv_mem + (size_t)(2 * l + 1) * (size_t)cells * kd * elt;
     }
     // Largest activation conversion: n_batch rows of the widest input (dim, q heads, or ffn), in F32 worst case.
     size_t widest = tbc__max_sz(d, tbc__max_sz(qd, ff));
     s->act_bytes = (size_t)nb * (widest * 4 + 64);
     size_t nthreads = (size_t)s->pool.n_threads;
-    float **bufs[] = {&s->x, &s->xn, &s->q, &s->k, &s->v, &s->att, &s->o, &s->gate, &s->up, &s->logits, &s->scores,
-                      &s->rope_cos, &s->rope_sin};
-    size_t sizes[] = {nb * d, nb * d, nb * qd, nb * kd, nb * kd, nb * qd, nb * d, nb * ff, nb * ff,
-                      (size_t)I->n_vocab, nthreads * ((size_t)s->n_ctx + (size_t)hd), (size_t)nb * (size_t)hd, (size_t)nb * (size_t)hd};
+    float **bufs[] = {&s->x, &s->xn, &s->q, &s->k, &s->v, &s->att, &s->o, &s->gate, &s->up, &s->logits,
+                      &s->logit_rows, &s->scores, &s->rope_cos, &s->rope_sin};
+    size_t nv = (size_t)s->n_seq * (size_t)I->n_vocab;
+    size_t sizes[] = {nb * d, nb * d, nb * qd, nb * kd, nb * kd, nb * qd, nb * d, nb * ff, nb * ff, nv, nv,
+                      nthreads * ((size_t)s->n_ctx + (size_t)hd), (size_t)nb * (size_t)hd, (size_t)nb * (size_t)hd};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         *bufs[i] = (float *)TBC_MALLOC(sizes[i] * sizeof(float) + 64);
         if (!*bufs[i]) {
@@ -7044,10 +7098,18 @@ static tbc_result tbc__session_alloc(tbc_session *s, tbc_error *err) {
     }
     s->act = TBC_MALLOC(s->act_bytes);
     s->round_buf = (float *)TBC_MALLOC(sizeof(float) * (size_t)(nb * tbc__round_blocks(I)) + 64);
-    if (!s->act || !s->round_buf) {
+    s->seq_pos = (int64_t *)TBC_MALLOC(sizeof(int64_t) * (size_t)s->n_seq * 2);
+    s->seq_lost = (uint8_t *)TBC_MALLOC((size_t)s->n_seq);
+    s->row_seq = (int32_t *)TBC_MALLOC(sizeof(int32_t) * (size_t)nb * 3);
+    if (!s->act || !s->round_buf || !s->seq_pos || !s->seq_lost || !s->row_seq) {
         tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "no memory for scratch buffers");
         return TBC_ERR_OUT_OF_MEMORY;
     }
+    memset(s->seq_pos, 0, sizeof(int64_t) * (size_t)s->n_seq * 2);
+    s->seq_last = s->seq_pos + s->n_seq;
+    memset(s->seq_lost, 0, (size_t)s->n_seq);
+    s->row_pos = s->row_seq + nb;
+    s->out_row = s->row_seq + 2 * nb;
     return TBC_OK;
 }
 
@@ -7057,9 +7119,15 @@ TBC__DEF void tbc_session_destroy(tbc_session *s) {
     tbc__pool_destroy(&s->pool);
     for (int i = 0; i < s->n_owned; i++) TBC_FREE(s->owned[i]);
     TBC_FREE(s->owned);
-    float *bufs[] = {s->x, s->xn, s->q, s->k, s->v, s->att, s->o, s->gate, s->up, s->logits, s->scores,
-                     s->rope_cos, s->rope_sin};
+    float *bufs[] = {s->x, s->xn, s->q, s->k, s->v, s->att, s->o, s->gate, s->up, s->logits, s->logit_rows,
+                     s->scores, s->rope_cos, s->rope_sin};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) TBC_FREE(bufs[i]);
+    TBC_FREE(s->seq_pos);
+    TBC_FREE(s->seq_lost);
+    tbc__gen_free(s);
+    pthread_mutex_destroy(&s->gen_mu);
+    pthread_cond_destroy(&s->gen_cv);
+    TBC_FREE(s->row_seq);
     TBC_FREE(s->act);
     TBC_FREE(s->round_buf);
     TBC_FREE(s->kv_mem);
@@ -7086,8 +7154,10 @@ TBC__DEF tbc_result tbc_session_create(const tbc_session_desc *d, tbc_session **
         return TBC_ERR_INVALID_ARGUMENT;
     }
     const tbc_model_info *I = &d->model->info;
-    if (d->n_ctx < 0 || d->n_batch < 0 || d->n_threads < 0 || (d->kv_type != TBC_KV_F32 && d->kv_type != TBC_KV_F16)) {
-        tbc__error_set(err, TBC_ERR_INVALID_ARGUMENT, "negative n_ctx, n_batch or n_threads, or unknown kv_type");
+    if (d->n_ctx < 0 || d->n_batch < 0 || d->n_threads < 0 || d->n_seq < 0 || d->n_seq > TBC_MAX_SEQ ||
+        (d->kv_type != TBC_KV_F32 && d->kv_type != TBC_KV_F16)) {
+        tbc__error_set(err, TBC_ERR_INVALID_ARGUMENT, "negative n_ctx, n_batch or n_threads, n_seq outside 0-%d, or "
+                       "unknown kv_type", TBC_MAX_SEQ);
         return TBC_ERR_INVALID_ARGUMENT;
     }
     tbc_session *s = (tbc_session *)TBC_MALLOC(sizeof(tbc_session));
@@ -7096,12 +7166,15 @@ TBC__DEF tbc_result tbc_session_create(const tbc_session_desc *d, tbc_session **
         return TBC_ERR_OUT_OF_MEMORY;
     }
     memset(s, 0, sizeof *s);
+    pthread_mutex_init(&s->gen_mu, NULL);
+    pthread_cond_init(&s->gen_cv, NULL);
     s->model = d->model;
     s->log = d->logger;
     s->kv_type = d->kv_type;
     s->n_ctx = d->n_ctx ? d->n_ctx : (I->n_ctx_train < 4096 ? I->n_ctx_train : 4096);
     s->n_batch = d->n_batch ? d->n_batch : 256;
     if (s->n_batch > s->n_ctx) s->n_batch = s->n_ctx;
+    s->n_seq = d->n_seq ? d->n_seq : 1;
     tbc_result rc = tbc__pool_init(&s->pool, d->n_threads ? d->n_threads : tbc__cpu_count(), err);
     tbc_session_desc own = *d;
     if (rc == TBC_OK && d->cluster) {  // the plan decides this node's own share too
@@ -7112,22 +7185,24 @@ TBC__DEF tbc_result tbc_session_create(const tbc_session_desc *d, tbc_session **
     }
     if (rc == TBC_OK) rc = tbc__session_bind(s, &own, err);
     if (rc == TBC_OK) rc = tbc__session_alloc(s, err);
+    if (rc == TBC_OK) rc = tbc__gen_init(s, err);
     if (rc == TBC_OK && s->cluster) rc = tbc__cluster_attach(s, err);
     if (rc != TBC_OK) {
         tbc__log(&d->logger, TBC_LOG_ERROR, "%s", err->message);
         tbc_session_destroy(s);
         return rc;
     }
-    tbc__log(&s->log, TBC_LOG_INFO, "session: %s %d-%d, slice %d/%d, n_ctx %d, %d threads, weights %.1f MiB, "
-             "KV %.1f MiB", s->no_layers ? "no layers (coordinating only);" : "layers", s->shard.layer_begin,
+    tbc__log(&s->log, TBC_LOG_INFO, "session: %s %d-%d, slice %d/%d, n_ctx %d x %d sequences, %d threads, weights "
+             "%.1f MiB, KV %.1f MiB", s->no_layers ? "no layers (coordinating only);" : "layers", s->shard.layer_begin,
              s->shard.layer_end - 1, s->shard.tp_rank, s->shard.tp_size,
-             s->n_ctx, s->pool.n_threads, (double)s->shard.weight_bytes / 1048576.0,
+             s->n_ctx, s->n_seq, s->pool.n_threads, (double)s->shard.weight_bytes / 1048576.0,
              (double)s->shard.kv_bytes / 1048576.0);
     *out = s;
     return TBC_OK;
 }
 
-static tbc_result tbc__shard_estimate(const tbc_model *m, const tbc_shard_desc *shard, int no_layers, int n_ctx,
+// cells: KV cache positions over all sequences (n_ctx * n_seq); 0 = the session default for one sequence.
+static tbc_result tbc__shard_estimate(const tbc_model *m, const tbc_shard_desc *shard, int no_layers, int64_t cells,
                                       tbc_kv_type kv, tbc_shard_info *info, uint64_t *file_bytes, tbc_error *err) {
     tbc_session *s = (tbc_session *)TBC_MALLOC(sizeof(tbc_session));
     if (!s) {
@@ -7138,7 +7213,7 @@ static tbc_result tbc__shard_estimate(const tbc_model *m, const tbc_shard_desc *
     s->model = m;
     s->dry = 1;
     s->no_layers = no_layers;
-    s->n_ctx = n_ctx > 0 ? n_ctx : (m->info.n_ctx_train < 4096 ? m->info.n_ctx_train : 4096);
+    if (cells <= 0) cells = m->info.n_ctx_train < 4096 ? m->info.n_ctx_train : 4096;
     tbc_session_desc d;
     memset(&d, 0, sizeof d);
     d.model = m;
@@ -7146,7 +7221,7 @@ static tbc_result tbc__shard_estimate(const tbc_model *m, const tbc_shard_desc *
     tbc_result rc = tbc__session_bind(s, &d, err);
     if (rc == TBC_OK) {
         uint64_t kd = (uint64_t)s->n_kv_local * (uint64_t)m->info.head_dim;
-        s->shard.kv_bytes = (uint64_t)(s->shard.layer_end - s->shard.layer_begin) * 2 * (uint64_t)s->n_ctx * kd *
+        s->shard.kv_bytes = (uint64_t)(s->shard.layer_end - s->shard.layer_begin) * 2 * (uint64_t)cells * kd *
                             (kv == TBC_KV_F16 ? 2 : 4);
         *info = s->shard;
         if (file_bytes) {
@@ -7176,17 +7251,31 @@ TBC__DEF tbc_result tbc_shard_estimate(const tbc_model *m, const tbc_shard_desc 
 TBC__DEF const tbc_error *tbc_session_last_error(const tbc_session *s) { return &s->last; }
 TBC__DEF void tbc_session_shard_info(const tbc_session *s, tbc_shard_info *info) { *info = s->shard; }
 TBC__DEF const float *tbc_session_logits(const tbc_session *s) { return s->logits; }
-TBC__DEF int64_t tbc_session_pos(const tbc_session *s) { return s->pos; }
+TBC__DEF int64_t tbc_session_pos(const tbc_session *s) { return s->seq_pos[0]; }
 TBC__DEF int64_t tbc_session_n_ctx(const tbc_session *s) { return s->n_ctx; }
-TBC__DEF tbc_result tbc_session_rewind(tbc_session *s, int64_t pos) {
-    if (pos < 0 || pos > s->pos) {
-        tbc__error_set(&s->last, TBC_ERR_INVALID_ARGUMENT, "cannot rewind to %lld: the context holds %lld tokens",
-                       (long long)pos, (long long)s->pos);
+TBC__DEF tbc_result tbc_session_seq_rewind(tbc_session *s, int seq, int64_t pos) {
+    if (seq < 0 || seq >= s->n_seq) {
+        tbc__error_set(&s->last, TBC_ERR_INVALID_ARGUMENT, "sequence %d is outside 0-%d", seq, s->n_seq - 1);
         return TBC_ERR_INVALID_ARGUMENT;
     }
-    s->pos = pos;
+    if (pos < 0 || pos > s->seq_pos[seq]) {
+        tbc__error_set(&s->last, TBC_ERR_INVALID_ARGUMENT, "cannot rewind to %lld: the context holds %lld tokens",
+                       (long long)pos, (long long)s->seq_pos[seq]);
+        return TBC_ERR_INVALID_ARGUMENT;
+    }
+    s->seq_pos[seq] = pos;
+    if (pos == 0) s->seq_lost[seq] = 0;
     return TBC_OK;
 }
+
+TBC__DEF tbc_result tbc_session_rewind(tbc_session *s, int64_t pos) { return tbc_session_seq_rewind(s, 0, pos); }
+TBC__DEF int64_t tbc_session_seq_pos(const tbc_session *s, int seq) {
+    return seq >= 0 && seq < s->n_seq ? s->seq_pos[seq] : 0;
+}
+TBC__DEF const float *tbc_session_seq_logits(const tbc_session *s, int seq) {
+    return seq >= 0 && seq < s->n_seq ? s->logits + (size_t)seq * (size_t)s->model->info.n_vocab : NULL;
+}
+TBC__DEF int tbc_session_n_seq(const tbc_session *s) { return s->n_seq; }
 
 // --- the pieces of a layer ---
 
@@ -7288,12 +7377,12 @@ static void tbc__rope(const tbc_session *s, float *v, const float *cosv, const f
     }
 }
 
-static void tbc__rope_tables(tbc_session *s, int64_t pos0, int64_t n) {
+static void tbc__rope_tables(tbc_session *s, int64_t n) {
     const tbc_model *m = s->model;
     int half = m->n_rot / 2;
     float theta_scale = powf(m->info.rope_theta, -2.0f / (float)m->n_rot);
     for (int64_t t = 0; t < n; t++) {
-        float theta = (float)(pos0 + t) * m->rope_freq_scale;
+        float theta = (float)s->row_pos[t] * m->rope_freq_scale;
         float *c = s->rope_cos + t * half, *sn = s->rope_sin + t * half;
         for (int i = 0; i < half; i++) {
             float th = s->rope_freqs ? theta / s->rope_freqs[i] : theta;
@@ -7307,10 +7396,9 @@ static void tbc__rope_tables(tbc_session *s, int64_t pos0, int64_t n) {
 typedef struct tbc__attn_job {
     tbc_session *s;
     const tbc__layer *L;
-    int64_t pos0, n;
 } tbc__attn_job;
 
-// One (token, query head) pair per item: causal softmax attention over the cache.
+// One (row, query head) pair per item: causal softmax attention over the row's sequence in the cache.
 static void tbc__attn_task(void *arg, int64_t b, int64_t e, int thread) {
     const tbc__attn_job *j = (const tbc__attn_job *)arg;
     tbc_session *s = j->s;
@@ -7323,7 +7411,8 @@ static void tbc__attn_task(void *arg, int64_t b, int64_t e, int thread) {
         int h = (int)(it % nh), kvh = (s->shard.head_begin + h) / group - s->shard.head_kv_begin;
         const float *q = s->q + (size_t)t * (size_t)nh * hd + (size_t)h * hd;
         float *out = s->att + (size_t)t * (size_t)nh * hd + (size_t)h * hd;
-        int64_t len = j->pos0 + t + 1;
+        int64_t len = (int64_t)s->row_pos[t] + 1;
+        size_t base = (size_t)s->row_seq[t] * (size_t)s->n_ctx * kd;  // the sequence's first cell
         if (s->kv_type == TBC_KV_F16) {
             // An F16 cache is read the way llama.cpp's CPU flash attention reads it (its default): q rounded to
             // F16, one pass with an online softmax, the output accumulated in F16; so results match llama.cpp's.
@@ -7334,8 +7423,8 @@ static void tbc__attn_task(void *arg, int64_t b, int64_t e, int thread) {
             float M = -INFINITY, S = 0;
             memset(acc, 0, sizeof(uint16_t) * (size_t)hd);
             for (int64_t p = 0; p < len; p++) {
-                const uint16_t *kp = (const uint16_t *)j->L->k_cache + (size_t)p * kd + (size_t)kvh * hd;
-                const uint16_t *vp = (const uint16_t *)j->L->v_cache + (size_t)p * kd + (size_t)kvh * hd;
+                const uint16_t *kp = (const uint16_t *)j->L->k_cache + base + (size_t)p * kd + (size_t)kvh * hd;
+                const uint16_t *vp = (const uint16_t *)j->L->v_cache + base + (size_t)p * kd + (size_t)kvh * hd;
                 float sv = tbc__dot_f16_f32(hd, kp, q) * scale, ms = 1, vs = 1;
                 if (sv > M) {
                     ms = expf(M - sv);
@@ -7352,7 +7441,7 @@ static void tbc__attn_task(void *arg, int64_t b, int64_t e, int thread) {
         }
         float mx = -INFINITY;
         for (int64_t p = 0; p < len; p++) {
-            float v = tbc__dot_f32(hd, (const float *)j->L->k_cache + (size_t)p * kd + (size_t)kvh * hd, q);
+            float v = tbc__dot_f32(hd, (const float *)j->L->k_cache + base + (size_t)p * kd + (size_t)kvh * hd, q);
             v *= scale;
             sc[p] = v;
             if (v > mx) mx = v;
@@ -7366,13 +7455,12 @@ static void tbc__attn_task(void *arg, int64_t b, int64_t e, int thread) {
         float inv = (float)(1.0 / sum);
         memset(out, 0, sizeof(float) * (size_t)hd);
         for (int64_t p = 0; p < len; p++)
-            tbc__axpy_f32(hd, out, sc[p] * inv, (const float *)j->L->v_cache + (size_t)p * kd + (size_t)kvh * hd);
+            tbc__axpy_f32(hd, out, sc[p] * inv, (const float *)j->L->v_cache + base + (size_t)p * kd + (size_t)kvh * hd);
     }
 }
 
 static float tbc__silu(float x) { return x / (1.0f + expf(-x)); }
 
-// Runs n (<= n_batch) tokens at positions pos0.. through this node's layers; x holds their hidden states.
 // A node's columns [c0, c0 + cols) of an input row of k values, for a slice that is not on quantization blocks:
 // one node would round the whole row to type t (Q8_0, Q8_1 or Q8_K blocks) before the product. Each block's scale
 // comes from its value of largest magnitude, which may be on another node: the nodes exchange those (one float per
@@ -7411,14 +7499,16 @@ static void tbc__round_as_one(tbc_session *s, tbc_type t, float *x, int64_t n, i
     }
 }
 
-static void tbc__forward_layers(tbc_session *s, int64_t pos0, int64_t n) {
+// Runs the n rows of the batch (row_seq, row_pos: each row's sequence and position) through this node's layers; x
+// holds their hidden states.
+static void tbc__forward_layers(tbc_session *s, int64_t n) {
     const tbc_model *m = s->model;
     const tbc_model_info *I = &m->info;
     int hd = I->head_dim;
     size_t d = (size_t)I->n_embd, qd = (size_t)s->n_head_local * hd, kd = (size_t)s->n_kv_local * hd;
     size_t ff = (size_t)s->ff_local;
     int half = m->n_rot / 2;
-    tbc__rope_tables(s, pos0, n);
+    tbc__rope_tables(s, n);
     for (int l = 0; l < s->shard.layer_end - s->shard.layer_begin; l++) {
         const tbc__layer *L = &s->layers[l];
         tbc__act_cache c;
@@ -7441,7 +7531,7 @@ static void tbc__forward_layers(tbc_session *s, int64_t pos0, int64_t n) {
                 if (L->k_norm) tbc__rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, I->rms_eps);
                 tbc__rope(s, k + h * hd, cs, sn);
             }
-            size_t at = (size_t)(pos0 + t) * kd;
+            size_t at = ((size_t)s->row_seq[t] * (size_t)s->n_ctx + (size_t)s->row_pos[t]) * kd;
             if (s->kv_type == TBC_KV_F16) {
                 tbc__f32_to_f16_row((int64_t)kd, k, (uint16_t *)L->k_cache + at);
                 tbc__f32_to_f16_row((int64_t)kd, v, (uint16_t *)L->v_cache + at);
@@ -7453,8 +7543,6 @@ static void tbc__forward_layers(tbc_session *s, int64_t pos0, int64_t n) {
         tbc__attn_job aj;
         aj.s = s;
         aj.L = L;
-        aj.pos0 = pos0;
-        aj.n = n;
         tbc__pool_for(&s->pool, n * s->n_head_local, 1, tbc__attn_task, &aj);
         if (L->wo_round != TBC_TYPE_F32)
             tbc__round_as_one(s, L->wo_round, s->att, n, (int64_t)qd, (int64_t)s->shard.head_begin * hd,
@@ -7475,55 +7563,104 @@ static void tbc__forward_layers(tbc_session *s, int64_t pos0, int64_t n) {
     }
 }
 
-// This node's share of the logits of batch row t (the whole vocabulary on one node).
-static void tbc__logits(tbc_session *s, int64_t t) {
+// This node's share of the logits of the batch's output rows (out_row; the whole vocabulary on one node): n_out rows
+// of output.rows values in logit_rows, one matrix product for all of them.
+static void tbc__logits(tbc_session *s) {
     size_t d = (size_t)s->model->info.n_embd;
     tbc__act_cache c;
     memset(&c, 0, sizeof c);
-    tbc__rmsnorm(s->xn, s->x + (size_t)t * d, s->out_norm, (int64_t)d, s->model->info.rms_eps);
-    tbc__matmul(s, &c, &s->output, s->xn, d, 1, s->logits + s->shard.vocab_begin, (size_t)s->output.rows);
+    for (int i = 0; i < s->n_out; i++)
+        tbc__rmsnorm(s->xn + (size_t)i * d, s->x + (size_t)s->out_row[i] * d, s->out_norm, (int64_t)d,
+                     s->model->info.rms_eps);
+    tbc__matmul(s, &c, &s->output, s->xn, d, s->n_out, s->logit_rows, (size_t)s->output.rows);
 }
 
-// The forward pass over n checked tokens, n_batch at a time; with a cluster, the other nodes take their parts.
-static tbc_result tbc__eval_batches(tbc_session *s, const int32_t *tokens, int64_t n) {
+// Puts n_out rows of the vocabulary share [vb, ve) into the logits of each output row's sequence.
+static void tbc__logits_place(tbc_session *s, const float *rows, int64_t vb, int64_t ve) {
+    size_t nv = (size_t)s->model->info.n_vocab, w = (size_t)(ve - vb);
+    for (int i = 0; i < s->n_out; i++)
+        memmove(s->logits + (size_t)s->row_seq[s->out_row[i]] * nv + (size_t)vb, rows + (size_t)i * w, w * 4);
+}
+
+// The forward pass over n checked tokens (token i to sequence seq[i], or all to sequence 0), n_batch rows at a
+// time; with a cluster, the other nodes take their parts. Each sequence's last token gets logits.
+static tbc_result tbc__decode(tbc_session *s, const int32_t *tokens, const int32_t *seq, int64_t n) {
     size_t d = (size_t)s->model->info.n_embd;
+    int64_t *last = s->seq_last;
+    for (int q = 0; q < s->n_seq; q++) last[q] = -1;
+    for (int64_t i = 0; i < n; i++) last[seq ? seq[i] : 0] = i;
     tbc_result rc;
-    if (s->cluster && (rc = tbc__cluster_check(s)) != TBC_OK) return rc;
     for (int64_t b = 0; b < n; b += s->n_batch) {
         int64_t nb = n - b < s->n_batch ? n - b : s->n_batch;
-        for (int64_t t = 0; t < nb; t++)
+        // A cluster that failed may be rebuilt before a batch whose sequences all start afresh: the new nodes hold no
+        // KV cache, so sequences that had one are lost (their next tokens fail until they are rewound to 0).
+        int fresh = 1;
+        for (int64_t t = 0; t < nb && fresh; t++) fresh = s->seq_pos[seq ? seq[b + t] : 0] == 0;
+        if (s->cluster && (rc = tbc__cluster_check(s, fresh)) != TBC_OK) return rc;
+        s->n_out = 0;
+        for (int64_t t = 0; t < nb; t++) {
+            int q = seq ? seq[b + t] : 0;
+            s->row_seq[t] = q;
+            s->row_pos[t] = (int32_t)s->seq_pos[q]++;
+            if (last[q] == b + t) s->out_row[s->n_out++] = (int32_t)t;
             tbc__dequantize(s->embd.type, s->embd.data + (size_t)tokens[b + t] * s->embd.ldw, s->x + t * d, (int64_t)d);
-        if (s->cluster && tbc__cluster_eval_begin(s, tokens + b, s->pos, nb) != TBC_OK) return tbc__cluster_failed(s);
-        if (s->no_layers) tbc__cluster_relay(s, nb);
-        else tbc__forward_layers(s, s->pos, nb);
-        if (s->cluster && tbc__cluster_pipeline(s, s->pos, nb) != TBC_OK) return tbc__cluster_failed(s);
-        if (s->cluster && (rc = tbc__cluster_check(s)) != TBC_OK) return rc;
-        s->pos += nb;
-        if (b + nb == n) {
-            if (s->shard.has_output) tbc__logits(s, nb - 1);
-            if (s->cluster && tbc__cluster_gather_logits(s) != TBC_OK) return tbc__cluster_failed(s);
+        }
+        int link_failed = s->cluster && tbc__cluster_eval_begin(s, tokens + b, nb) != TBC_OK;
+        rc = TBC_OK;
+        if (!link_failed) {
+            if (s->no_layers) tbc__cluster_relay(s, nb);
+            else tbc__forward_layers(s, nb);
+            link_failed = s->cluster && tbc__cluster_pipeline(s, nb) != TBC_OK;
+        }
+        link_failed = link_failed || (s->cluster && tbc__cluster_broken(s));  // an all-reduce failed
+        if (!link_failed && s->n_out) {
+            if (s->shard.has_output) {
+                tbc__logits(s);
+                tbc__logits_place(s, s->logit_rows, s->shard.vocab_begin, s->shard.vocab_end);
+            }
+            link_failed = s->cluster && tbc__cluster_gather_logits(s) != TBC_OK;
+        }
+        if (link_failed) {  // the batch's tokens are not in the context (and the cluster's sequences are lost)
+            for (int64_t t = 0; t < nb; t++) s->seq_pos[s->row_seq[t]]--;
+            return tbc__cluster_failed(s);
         }
     }
     return TBC_OK;
 }
 
-TBC__DEF tbc_result tbc_session_eval(tbc_session *s, const int32_t *tokens, int64_t n) {
-    const tbc_model *m = s->model;
-    const tbc_model_info *I = &m->info;
+// Checks a batch before anything runs: ids, sequences, room in each sequence's context, and a shard that can run it.
+static tbc_result tbc__decode_check(tbc_session *s, const int32_t *tokens, const int32_t *seq, int64_t n) {
+    const tbc_model_info *I = &s->model->info;
     if (n <= 0 || !tokens) {
-        tbc__error_set(&s->last, TBC_ERR_INVALID_ARGUMENT, "tbc_session_eval needs at least one token");
+        tbc__error_set(&s->last, TBC_ERR_INVALID_ARGUMENT, "a batch needs at least one token");
         return TBC_ERR_INVALID_ARGUMENT;
     }
-    if (n > s->n_ctx - s->pos) {
-        tbc__error_set(&s->last, TBC_ERR_CONTEXT_FULL, "%lld tokens do not fit: the context holds %lld of %d",
-                       (long long)n, (long long)s->pos, s->n_ctx);
-        return TBC_ERR_CONTEXT_FULL;
-    }
+    int64_t *count = s->seq_last;
+    for (int q = 0; q < s->n_seq; q++) count[q] = 0;
     for (int64_t i = 0; i < n; i++) {
+        int q = seq ? seq[i] : 0;
+        if (q < 0 || q >= s->n_seq) {
+            tbc__error_set(&s->last, TBC_ERR_INVALID_ARGUMENT, "sequence %d at index %lld is outside 0-%d", q,
+                           (long long)i, s->n_seq - 1);
+            return TBC_ERR_INVALID_ARGUMENT;
+        }
         if (tokens[i] < 0 || tokens[i] >= I->n_vocab) {
             tbc__error_set(&s->last, TBC_ERR_INVALID_ARGUMENT, "token id %d at index %lld is outside the vocabulary (%d)",
                            tokens[i], (long long)i, I->n_vocab);
             return TBC_ERR_INVALID_ARGUMENT;
+        }
+        count[q]++;
+    }
+    for (int q = 0; q < s->n_seq; q++) {
+        if (count[q] && s->seq_lost[q]) {
+            tbc__error_set(&s->last, TBC_ERR_PEER_LOST, "sequence %d's context went with a failed cluster: rewind it to "
+                           "0 and start again", q);
+            return TBC_ERR_PEER_LOST;
+        }
+        if (count[q] > s->n_ctx - s->seq_pos[q]) {
+            tbc__error_set(&s->last, TBC_ERR_CONTEXT_FULL, "%lld tokens do not fit: the context holds %lld of %d",
+                           (long long)count[q], (long long)s->seq_pos[q], s->n_ctx);
+            return TBC_ERR_CONTEXT_FULL;
         }
     }
     if (!s->shard.has_embeddings || (!s->shard.has_output && !s->cluster)) {
@@ -7531,8 +7668,21 @@ TBC__DEF tbc_result tbc_session_eval(tbc_session *s, const int32_t *tokens, int6
                        "of a pipeline", s->shard.layer_begin, s->shard.layer_end - 1);
         return TBC_ERR_SHARD;
     }
-    if (s->cluster) return tbc__cluster_eval(s, tokens, n);
-    return tbc__eval_batches(s, tokens, n);
+    return TBC_OK;
+}
+
+TBC__DEF tbc_result tbc_session_decode(tbc_session *s, const int32_t *tokens, const int32_t *seq, int64_t n) {
+    tbc_result rc = tbc__decode_check(s, tokens, seq, n);
+    if (rc != TBC_OK) return rc;
+    for (int64_t i = 0; i < n; i++) {  // what generations remember of these sequences ends where this appends
+        int q = seq ? seq[i] : 0;
+        if (s->slots[q].n_hist > s->seq_pos[q]) s->slots[q].n_hist = s->seq_pos[q];
+    }
+    return s->cluster ? tbc__cluster_decode(s, tokens, seq, n) : tbc__decode(s, tokens, seq, n);
+}
+
+TBC__DEF tbc_result tbc_session_eval(tbc_session *s, const int32_t *tokens, int64_t n) {
+    return tbc_session_decode(s, tokens, NULL, n);
 }
 
 // >>sampling
@@ -7766,6 +7916,148 @@ static size_t tbc__utf8_incomplete(const char *text, size_t n) {
     return 0;
 }
 
+// ---- concurrent generations: each holds a slot (a sequence) and hands its next tokens to whichever caller runs the
+// next batch; that caller takes every slot's pending tokens, so one forward pass serves all of them.
+static tbc_result tbc__gen_init(tbc_session *s, tbc_error *err) {
+    s->slots = (tbc__slot *)TBC_MALLOC(sizeof(tbc__slot) * (size_t)s->n_seq);
+    s->gen_tok = (int32_t *)TBC_MALLOC(sizeof(int32_t) * 2 * (size_t)s->n_batch);
+    if (!s->slots || !s->gen_tok) {
+        tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "no memory for the generation slots");
+        return TBC_ERR_OUT_OF_MEMORY;
+    }
+    memset(s->slots, 0, sizeof(tbc__slot) * (size_t)s->n_seq);
+    s->gen_seq = s->gen_tok + s->n_batch;
+    return TBC_OK;
+}
+
+static void tbc__gen_free(tbc_session *s) {
+    for (int q = 0; s->slots && q < s->n_seq; q++) TBC_FREE(s->slots[q].hist);
+    TBC_FREE(s->slots);
+    TBC_FREE(s->gen_tok);
+}
+
+TBC__DEF void tbc_session_generation_load(tbc_session *s, int *busy, int *waiting) {
+    int b = 0;
+    pthread_mutex_lock(&s->gen_mu);
+    for (int q = 0; q < s->n_seq; q++) b += s->slots[q].state != TBC__SLOT_FREE;
+    if (waiting) *waiting = s->waiting;
+    pthread_mutex_unlock(&s->gen_mu);
+    if (busy) *busy = b;
+}
+
+// Takes a free slot (waiting for one): the one whose cached tokens share the longest start with the prompt, else
+// the longest unused. Returns the sequence and how many prompt tokens it already holds. Under gen_mu.
+static int tbc__slot_take(tbc_session *s, const int32_t *prompt, int64_t n, int64_t *keep) {
+    s->waiting++;
+    for (;;) {
+        int best = -1;
+        int64_t best_len = -1;
+        for (int q = 0; q < s->n_seq; q++) {
+            const tbc__slot *sl = &s->slots[q];
+            if (sl->state != TBC__SLOT_FREE) continue;
+            int64_t len = 0, have = s->seq_lost[q] ? 0 : s->seq_pos[q] < sl->n_hist ? s->seq_pos[q] : sl->n_hist;
+            while (len < have && len < n && sl->hist[len] == prompt[len]) len++;
+            if (len > best_len || (len == best_len && sl->used < s->slots[best].used)) { best = q; best_len = len; }
+        }
+        if (best >= 0) {
+            s->waiting--;
+            s->slots[best].state = TBC__SLOT_OWN;
+            s->slots[best].done = 0;  // not sampling yet: batches don't wait for it
+            *keep = best_len < n ? best_len : n - 1;  // the last prompt token is read again, for its logits
+            return best;
+        }
+        pthread_cond_wait(&s->gen_cv, &s->gen_mu);
+    }
+}
+
+// Runs one batch for the pending slots: first one token of each (the generating ones), then prompt chunks in turn
+// while there is room. Under gen_mu, which the batch keeps: slots finishing their sampling queue up behind it.
+static void tbc__gen_batch(tbc_session *s) {
+    int64_t n = 0;
+    int taken[TBC_MAX_SEQ];
+    for (int q = 0; q < s->n_seq; q++) {
+        tbc__slot *sl = &s->slots[q];
+        taken[q] = 0;
+        if (sl->state != TBC__SLOT_PENDING) continue;
+        if (s->seq_lost[q]) {  // its context went with a failed cluster
+            sl->rc = TBC_ERR_PEER_LOST;
+            tbc__error_set(&sl->err, sl->rc, "the cluster lost a peer during this request; start a new one");
+            sl->state = TBC__SLOT_READY;
+        } else if (n < s->n_batch) {
+            s->gen_tok[n] = sl->in[sl->done];
+            s->gen_seq[n++] = q;
+            taken[q] = 1;
+        }
+    }
+    for (int k = 0; k < s->n_seq && n < s->n_batch; k++) {
+        int q = (s->next_fill + k) % s->n_seq;
+        tbc__slot *sl = &s->slots[q];
+        if (sl->state != TBC__SLOT_PENDING || !taken[q]) continue;
+        while (n < s->n_batch && sl->done + taken[q] < sl->n_in) {
+            s->gen_tok[n] = sl->in[sl->done + taken[q]++];
+            s->gen_seq[n++] = q;
+        }
+    }
+    s->next_fill = (s->next_fill + 1) % s->n_seq;
+    if (n == 0) return;
+    tbc_result rc = tbc__decode_check(s, s->gen_tok, s->gen_seq, n);
+    if (rc == TBC_OK) rc = s->cluster ? tbc__cluster_decode(s, s->gen_tok, s->gen_seq, n) : tbc__decode(s, s->gen_tok, s->gen_seq, n);
+    for (int q = 0; q < s->n_seq; q++) {
+        tbc__slot *sl = &s->slots[q];
+        if (!taken[q]) continue;
+        if (rc == TBC_OK) {
+            memcpy(sl->hist + s->seq_pos[q] - taken[q], sl->in + sl->done, sizeof(int32_t) * (size_t)taken[q]);
+            sl->n_hist = s->seq_pos[q];
+            sl->done += taken[q];
+        }
+        if (rc != TBC_OK || sl->done == sl->n_in) {
+            sl->rc = rc;
+            if (rc) sl->err = s->last;
+            sl->state = TBC__SLOT_READY;
+        }
+    }
+}
+
+// Hands n tokens of sequence q to the next batch and waits until all are read (its logits are then in
+// tbc_session_seq_logits), running batches itself while no other caller does. Before a batch it waits up to 5 ms
+// for the other sequences that are sampling their next token, so they ride along.
+static tbc_result tbc__gen_read(tbc_session *s, int q, const int32_t *tokens, int64_t n, tbc_error *err) {
+    tbc__slot *sl = &s->slots[q];
+    pthread_mutex_lock(&s->gen_mu);
+    sl->in = tokens;
+    sl->n_in = n;
+    sl->done = 0;
+    sl->rc = TBC_OK;
+    sl->state = TBC__SLOT_PENDING;
+    pthread_cond_broadcast(&s->gen_cv);
+    while (sl->state == TBC__SLOT_PENDING) {
+        if (s->stepping) {
+            pthread_cond_wait(&s->gen_cv, &s->gen_mu);
+            continue;
+        }
+        s->stepping = 1;
+        double until = tbc__now() + 0.005;
+        for (;;) {
+            int late = 0;
+            for (int k = 0; k < s->n_seq; k++) late += s->slots[k].state == TBC__SLOT_OWN && s->slots[k].done > 0;
+            if (!late || tbc__now() >= until) break;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 500000;  // 0.5 ms steps
+            if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+            pthread_cond_timedwait(&s->gen_cv, &s->gen_mu, &ts);
+        }
+        tbc__gen_batch(s);
+        s->stepping = 0;
+        pthread_cond_broadcast(&s->gen_cv);
+    }
+    sl->state = TBC__SLOT_OWN;
+    tbc_result rc = sl->rc;
+    if (rc) *err = sl->err;
+    pthread_mutex_unlock(&s->gen_mu);
+    return rc;
+}
+
 TBC__DEF tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc *d, tbc_generate_result *result) {
     tbc_generate_result res;
     memset(&res, 0, sizeof res);
@@ -7779,10 +8071,13 @@ TBC__DEF tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc
     tbc_result rc = TBC_OK;
     size_t pend_n = 0, pend_cap = 0, max_stop = 0;
     double t0 = 0;
+    int q = -1;
+    int64_t keep = 0;
     for (size_t i = 0; i < d->n_stop; i++) {
         if (!d->stop[i] || !d->stop[i][0]) {
-            tbc__error_set(&s->last, TBC_ERR_INVALID_ARGUMENT, "stop string %zu is empty", i);
-            return TBC_ERR_INVALID_ARGUMENT;
+            tbc__error_set(&res.error, TBC_ERR_INVALID_ARGUMENT, "stop string %zu is empty", i);
+            rc = TBC_ERR_INVALID_ARGUMENT;
+            goto done;
         }
         if (strlen(d->stop[i]) > max_stop) max_stop = strlen(d->stop[i]);
     }
@@ -7799,7 +8094,7 @@ TBC__DEF tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc
         if (d->messages) {
             rc = tbc_chat_apply(m, d->messages, d->n_messages, 1, NULL, 0, &tlen);
             if (rc != TBC_OK && rc != TBC_ERR_BUFFER_TOO_SMALL) {
-                tbc__error_set(&s->last, rc, "chat template: %s", m->last.message);
+                tbc__error_set(&res.error, rc, "chat template: %s", m->last.message);
                 goto done;
             }
             text = (char *)TBC_MALLOC(tlen + 1);
@@ -7826,19 +8121,45 @@ TBC__DEF tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc
     }
     if (n_prompt <= 0) {
         rc = TBC_ERR_INVALID_ARGUMENT;
-        tbc__error_set(&s->last, rc, "the prompt is empty");
+        tbc__error_set(&res.error, rc, "the prompt is empty");
         goto done;
+    }
+    if (n_prompt > s->n_ctx) {
+        rc = TBC_ERR_CONTEXT_FULL;
+        tbc__error_set(&res.error, rc, "the prompt's %lld tokens do not fit: the context holds %d", (long long)n_prompt,
+                       s->n_ctx);
+        goto done;
+    }
+    for (int64_t i = 0; i < n_prompt; i++) {
+        if (prompt[i] < 0 || prompt[i] >= n_vocab) {
+            rc = TBC_ERR_INVALID_ARGUMENT;
+            tbc__error_set(&res.error, rc, "prompt token %d at index %lld is outside the vocabulary (%d)", prompt[i],
+                           (long long)i, n_vocab);
+            goto done;
+        }
     }
     res.n_prompt = n_prompt;
     if ((rc = tbc_sampler_create(&d->sampling, n_vocab, &smp)) != TBC_OK) {
-        tbc__error_set(&s->last, rc, "invalid sampling parameters");
+        tbc__error_set(&res.error, rc, "invalid sampling parameters");
         goto done;
     }
     for (int64_t i = 0; i < n_prompt; i++) tbc_sampler_accept(smp, prompt[i]);
-    // 2. read the prompt
-    s->pos = 0;
+    // 2. a sequence, and the part of the prompt it does not hold yet
+    pthread_mutex_lock(&s->gen_mu);
+    q = tbc__slot_take(s, prompt, n_prompt, &keep);
+    tbc__slot *sl = &s->slots[q];
+    tbc_session_seq_rewind(s, q, keep);
+    if (sl->cap < s->n_ctx) {  // its token history, allocated on first use
+        TBC_FREE(sl->hist);
+        sl->hist = (int32_t *)TBC_MALLOC(sizeof(int32_t) * (size_t)s->n_ctx);
+        sl->cap = sl->hist ? s->n_ctx : 0;
+        if (!sl->hist) tbc_session_seq_rewind(s, q, 0);
+    }
+    pthread_mutex_unlock(&s->gen_mu);
+    if (!sl->hist) { rc = TBC_ERR_OUT_OF_MEMORY; goto done; }
+    res.n_cached = keep;
     t0 = tbc__now();
-    if ((rc = tbc_session_eval(s, prompt, n_prompt)) != TBC_OK) goto done;
+    if ((rc = tbc__gen_read(s, q, prompt + keep, n_prompt - keep, &res.error)) != TBC_OK) goto done;
     res.prefill_seconds = tbc__now() - t0;
     t0 = tbc__now();
     pend_cap = 256 + max_stop * 2;
@@ -7847,8 +8168,9 @@ TBC__DEF tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc
     // 3. sample, stream, repeat
     for (;;) {
         if (d->max_tokens > 0 && res.n_generated >= d->max_tokens) { res.stop_reason = TBC_STOP_MAX_TOKENS; break; }
-        if (d->on_logits) d->on_logits(d->user, s->logits, n_vocab);
-        int32_t tok = tbc_sampler_sample(smp, s->logits);
+        const float *logits = tbc_session_seq_logits(s, q);
+        if (d->on_logits) d->on_logits(d->user, logits, n_vocab);
+        int32_t tok = tbc_sampler_sample(smp, logits);
         res.n_generated++;
         if (d->on_token) d->on_token(d->user, tok);
         if (tbc_token_is_eog(m, tok)) { res.stop_reason = TBC_STOP_EOG; break; }
@@ -7880,14 +8202,31 @@ TBC__DEF tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc
         pend_n -= emit;
         if (found) { res.stop_reason = TBC_STOP_STRING; break; }
         if (stop_cb) { res.stop_reason = TBC_STOP_CALLBACK; break; }
-        if (s->pos >= s->n_ctx) { res.stop_reason = TBC_STOP_CONTEXT; break; }
-        if ((rc = tbc_session_eval(s, &tok, 1)) != TBC_OK) goto done;
+        if (tbc_session_seq_pos(s, q) >= s->n_ctx) { res.stop_reason = TBC_STOP_CONTEXT; break; }
+        if ((rc = tbc__gen_read(s, q, &tok, 1, &res.error)) != TBC_OK) goto done;
     }
     // text held back for a stop string that never came
     if (res.stop_reason != TBC_STOP_STRING && res.stop_reason != TBC_STOP_CALLBACK && pend_n && d->on_text)
         d->on_text(d->user, pending, pend_n, -1);
     res.decode_seconds = tbc__now() - t0;
 done:
+    if (q >= 0) {  // the slot goes back, its context kept for the next prompt that starts the same way
+        pthread_mutex_lock(&s->gen_mu);
+        s->slots[q].state = TBC__SLOT_FREE;
+        s->slots[q].used = tbc__now();
+        pthread_cond_broadcast(&s->gen_cv);
+        pthread_mutex_unlock(&s->gen_mu);
+    }
+    if (rc && !res.error.code) {
+        res.error.code = rc;
+        if (rc == TBC_ERR_OUT_OF_MEMORY) tbc__error_set(&res.error, rc, "out of memory");
+        else res.error = s->last;  // from the tokenizer or chat template
+    }
+    if (rc) {
+        pthread_mutex_lock(&s->gen_mu);
+        s->last = res.error;
+        pthread_mutex_unlock(&s->gen_mu);
+    }
     TBC_FREE(prompt);
     TBC_FREE(pending);
     tbc_sampler_destroy(smp);
@@ -7927,7 +8266,7 @@ typedef struct tbc__rdma tbc__rdma;  // an RDMA endpoint carrying a link's strea
 #define TBC__RDMA_OFFER " rdma"
 #endif
 
-#define TBC__PROTOCOL_VERSION 1
+#define TBC__PROTOCOL_VERSION 2
 #define TBC__FRAME_MAGIC 0x4d434254u  // "TBCM"
 #define TBC__FRAME_HEADER 32
 #define TBC__FRAME_TAG 32
@@ -8930,7 +9269,7 @@ static void tbc__rdma_free(tbc__rdma *r) { (void)r; }
 #endif
 
 // >>cluster
-// Message types of protocol version 1 (docs/PROTOCOL.md).
+// Message types of protocol version 2 (docs/PROTOCOL.md).
 enum {
     TBC__MSG_HELLO = 1, TBC__MSG_AUTH = 2, TBC__MSG_ERROR = 3, TBC__MSG_PLAN = 4, TBC__MSG_NEED = 5,
     TBC__MSG_DATA = 6, TBC__MSG_READY = 7, TBC__MSG_EVAL = 8, TBC__MSG_PARTIAL = 9, TBC__MSG_SUM = 10,
@@ -8938,6 +9277,7 @@ enum {
     TBC__MSG_RDMA_GO = 16
 };
 #define TBC__BIT(t) ((uint64_t)1 << (t))
+#define TBC__ROWS 1u  // EVAL/HIDDEN flags: each row's sequence and position follow (else sequence 0 from pos on)
 #define TBC__HELLO_MAX 4096
 #define TBC__DATA_CHUNK ((uint64_t)8 << 20)
 
@@ -9138,6 +9478,7 @@ typedef struct tbc__plan_msg {
     int32_t layer_begin, layer_end, tp_rank, tp_size;
     uint32_t n_ctx, n_batch, kv_type;
     int32_t expect[6];             // the shard the coordinator worked out: heads, FFN rows, vocabulary rows [b, e)
+    uint32_t n_seq;                // sequences, each with n_ctx positions of KV cache
 } tbc__plan_msg;
 
 static void tbc__plan_encode(const tbc__plan_msg *p, tbc__wbuf *w) {
@@ -9149,6 +9490,7 @@ static void tbc__plan_encode(const tbc__plan_msg *p, tbc__wbuf *w) {
     for (int i = 0; i < 10; i++) tbc__wb_u32(w, v[i]);
     tbc__wb_u32(w, p->kv_type);
     for (int i = 0; i < 6; i++) tbc__wb_u32(w, (uint32_t)p->expect[i]);
+    tbc__wb_u32(w, p->n_seq);
 }
 
 static int tbc__plan_decode(const uint8_t *b, uint32_t n, tbc__plan_msg *p, tbc_error *err) {
@@ -9159,8 +9501,9 @@ static int tbc__plan_decode(const uint8_t *b, uint32_t n, tbc__plan_msg *p, tbc_
     int ok = tbc__rd(&r, p->model_id, 32) && tbc__rd_u64(&r, &p->file_size) && tbc__rd_u64(&r, &p->header_bytes);
     for (int i = 0; i < 11 && ok; i++) ok = tbc__rd_u32(&r, &v[i]);
     for (int i = 0; i < 6 && ok; i++) ok = tbc__rd_u32(&r, &e[i]);
+    ok = ok && tbc__rd_u32(&r, &p->n_seq);
     if (!ok) {  // the reader's error says "file ends": a message is not a file, and the code must be PROTOCOL
-        tbc__error_set(err, TBC_ERR_PROTOCOL, "plan message of %u bytes ends early (%d expected)", n, 48 + 44 + 24);
+        tbc__error_set(err, TBC_ERR_PROTOCOL, "plan message of %u bytes ends early (%d expected)", n, 48 + 44 + 24 + 4);
         return 0;
     }
     for (int i = 0; i < 6; i++) p->expect[i] = (int32_t)e[i];
@@ -9168,6 +9511,7 @@ static int tbc__plan_decode(const uint8_t *b, uint32_t n, tbc__plan_msg *p, tbc_
     p->layer_begin = (int32_t)v[4]; p->layer_end = (int32_t)v[5]; p->tp_rank = (int32_t)v[6]; p->tp_size = (int32_t)v[7];
     p->n_ctx = v[8]; p->n_batch = v[9]; p->kv_type = v[10];
     if (p->n_ctx == 0 || p->n_ctx > (1u << 24) || p->n_batch == 0 || p->n_batch > p->n_ctx || p->kv_type > 1 ||
+        p->n_seq == 0 || p->n_seq > TBC_MAX_SEQ ||
         p->sync > 1 || p->world < 2 || p->world > 64 || p->rank == 0 || p->rank >= p->world ||
         p->header_bytes > p->file_size || (p->split != TBC_SPLIT_TENSOR && p->split != TBC_SPLIT_PIPELINE) ||
         (p->split == TBC_SPLIT_TENSOR && p->layer_begin != 0)) {  // every tensor rank embeds the tokens itself
@@ -9233,8 +9577,8 @@ static size_t tbc__max_msg(const tbc_model *m, int n_batch, int sync) {
     size_t act = tbc__sync_bytes(sync, (int64_t)n_batch * m->info.n_embd);
     size_t maxima = (size_t)n_batch * (size_t)tbc__round_blocks(&m->info) * 4;
     if (maxima > act) act = maxima;
-    size_t hidden = 16 + (size_t)n_batch * (size_t)m->info.n_embd * 4;
-    size_t eval = 16 + (size_t)n_batch * 4;
+    size_t hidden = 16 + (size_t)n_batch * ((size_t)m->info.n_embd * 4 + 8);
+    size_t eval = 20 + (size_t)n_batch * 16;  // tokens, rows, output rows
     size_t a = act > hidden ? act : hidden;
     return (a > eval ? a : eval) + 64;
 }
@@ -9714,7 +10058,7 @@ TBC__DEF void tbc_session_get_plan(const tbc_session *s, tbc_cluster_plan *plan)
     if (s->cluster && s->cluster->plan) *plan = *s->cluster->plan;
 }
 
-// Tensor split: every worker sends its share of the last token's logits (rank order, contiguous rows).
+// Tensor split: every worker sends its share of the output rows' logits (rank order, contiguous vocabulary rows).
 static tbc_result tbc__cluster_gather_logits(tbc_session *s) {
     tbc__cluster *c = s->cluster;
     if (c->split != TBC_SPLIT_TENSOR) return TBC_OK;
@@ -9722,16 +10066,17 @@ static tbc_result tbc__cluster_gather_logits(tbc_session *s) {
     for (int i = 0; i < c->n_peers; i++) {
         int64_t vb, ve;
         tbc__split_range(nv, 1, c->peers[i].plan.tp_size, c->peers[i].plan.tp_rank, &vb, &ve);
+        size_t want = (size_t)s->n_out * (size_t)(ve - vb) * 4;
         uint16_t type;
         uint32_t got;
-        tbc_result rc = tbc__link_recv(&c->peers[i].link, TBC__BIT(TBC__MSG_LOGITS), &type, s->logits + vb,
-                                       (size_t)(ve - vb) * 4, &got, tbc__now() + tbc__timeout(c), &c->err);
-        if (!rc && got != (uint32_t)(ve - vb) * 4) {
+        tbc_result rc = tbc__link_recv(&c->peers[i].link, TBC__BIT(TBC__MSG_LOGITS), &type, s->logit_rows,
+                                       (size_t)s->n_seq * (size_t)nv * 4, &got, tbc__now() + tbc__timeout(c), &c->err);
+        if (!rc && got != want) {
             rc = TBC_ERR_PROTOCOL;
-            tbc__error_set(&c->err, rc, "peer %s sent %u bytes of logits, expected %lld", c->peers[i].addr, got,
-                           (long long)((ve - vb) * 4));
+            tbc__error_set(&c->err, rc, "peer %s sent %u bytes of logits, expected %zu", c->peers[i].addr, got, want);
         }
         if (rc) { c->broken = 1; return rc; }
+        tbc__logits_place(s, s->logit_rows, vb, ve);
     }
     return TBC_OK;
 }
@@ -9761,10 +10106,11 @@ static void tbc__cluster_relay(tbc_session *s, int64_t n) {
     }
 }
 
+
 // A batch holds the cluster's lock: the heartbeat thread only uses links between batches.
-static tbc_result tbc__cluster_eval(tbc_session *s, const int32_t *tokens, int64_t n) {
+static tbc_result tbc__cluster_decode(tbc_session *s, const int32_t *tokens, const int32_t *seq, int64_t n) {
     pthread_mutex_lock(&s->cluster->mu);
-    tbc_result rc = tbc__eval_batches(s, tokens, n);
+    tbc_result rc = tbc__decode(s, tokens, seq, n);
     pthread_mutex_unlock(&s->cluster->mu);
     return rc;
 }
@@ -9802,35 +10148,55 @@ static void *tbc__heartbeat_main(void *arg) {
     return NULL;
 }
 
-// Before rank 0 runs a batch: the workers get the tokens (tensor split), or after rank 0's layers the hidden state
-// travels through each worker's layers in order and comes back (pipeline split).
-static tbc_result tbc__cluster_eval_begin(tbc_session *s, const int32_t *tokens, int64_t pos, int64_t n) {
+// A batch's rows on the wire (after the 16-byte head whose flags say TBC__ROWS): each row's sequence and position,
+// then (EVAL only) the number of output rows and their indices.
+static size_t tbc__rows_put(const tbc_session *s, int64_t n, int outputs, uint8_t *p) {
+    uint8_t *start = p;
+    for (int64_t t = 0; t < n; t++, p += 8) {
+        tbc__put_u32(p, (uint32_t)s->row_seq[t]);
+        tbc__put_u32(p + 4, (uint32_t)s->row_pos[t]);
+    }
+    if (outputs) {
+        tbc__put_u32(p, (uint32_t)s->n_out);
+        p += 4;
+        for (int i = 0; i < s->n_out; i++, p += 4) tbc__put_u32(p, (uint32_t)s->out_row[i]);
+    }
+    return (size_t)(p - start);
+}
+
+static void tbc__batch_head(uint8_t head[16], int64_t n) {
+    tbc__put_u64(head, 0);
+    tbc__put_u32(head + 8, (uint32_t)n);
+    tbc__put_u32(head + 12, TBC__ROWS);
+}
+
+// Before rank 0 runs a batch: the workers get the tokens and rows (tensor split), or after rank 0's layers the
+// hidden state travels through each worker's layers in order and comes back (pipeline split).
+static tbc_result tbc__cluster_eval_begin(tbc_session *s, const int32_t *tokens, int64_t n) {
     tbc__cluster *c = s->cluster;
     if (c->split != TBC_SPLIT_TENSOR) return TBC_OK;
-    uint8_t head[16];
-    tbc__put_u64(head, (uint64_t)pos);
-    tbc__put_u32(head + 8, (uint32_t)n);
-    tbc__put_u32(head + 12, 0);
+    uint8_t *m = c->wire;  // head, tokens, rows (sent before anything is received into the buffer)
+    tbc__batch_head(m, n);
+    for (int64_t t = 0; t < n; t++) tbc__put_u32(m + 16 + 4 * t, (uint32_t)tokens[t]);
+    size_t len = 16 + (size_t)n * 4;
+    len += tbc__rows_put(s, n, 1, m + len);
     for (int i = 0; i < c->n_peers; i++) {
-        tbc_result rc = tbc__link_send2(&c->peers[i].link, TBC__MSG_EVAL, head, 16, tokens, (size_t)n * 4,
-                                        tbc__now() + tbc__timeout(c), &c->err);
+        tbc_result rc = tbc__link_send(&c->peers[i].link, TBC__MSG_EVAL, m, len, tbc__now() + tbc__timeout(c), &c->err);
         if (rc) { c->broken = 1; return rc; }
     }
     return TBC_OK;
 }
 
-static tbc_result tbc__cluster_pipeline(tbc_session *s, int64_t pos, int64_t n) {
+static tbc_result tbc__cluster_pipeline(tbc_session *s, int64_t n) {
     tbc__cluster *c = s->cluster;
     if (c->split != TBC_SPLIT_PIPELINE) return TBC_OK;
     size_t d = (size_t)s->model->info.n_embd;
-    uint8_t head[16];
     double t0 = tbc__now();
-    tbc__put_u64(head, (uint64_t)pos);
-    tbc__put_u32(head + 8, (uint32_t)n);
-    tbc__put_u32(head + 12, 0);
     for (int i = 0; i < c->n_peers; i++) {
         tbc__link *l = &c->peers[i].link;
-        tbc_result rc = tbc__link_send2(l, TBC__MSG_HIDDEN, head, 16, s->x, (size_t)n * d * 4, tbc__now() + tbc__timeout(c),
+        tbc__batch_head(c->wire, n);  // head and rows, then the hidden state (the reply overwrites the buffer)
+        size_t hl = 16 + tbc__rows_put(s, n, 0, c->wire + 16);
+        tbc_result rc = tbc__link_send2(l, TBC__MSG_HIDDEN, c->wire, hl, s->x, (size_t)n * d * 4, tbc__now() + tbc__timeout(c),
                                         &c->err);
         uint16_t type;
         uint32_t got = 0;
@@ -9865,16 +10231,18 @@ static tbc_result tbc__worker_plan_fits(const tbc__worker *w, const tbc_session_
     if (!w->offered) return TBC_OK;
     const tbc_model_info *I = &sd->model->info;
     tbc_shard_info info;
-    tbc_result rc = tbc__shard_estimate(sd->model, &sd->shard, 0, sd->n_ctx, sd->kv_type, &info, NULL, err);
+    int64_t cells = (int64_t)sd->n_ctx * (sd->n_seq ? sd->n_seq : 1);
+    tbc_result rc = tbc__shard_estimate(sd->model, &sd->shard, 0, cells, sd->kv_type, &info, NULL, err);
     if (rc) return rc;
     uint64_t hd = (uint64_t)I->head_dim, d = (uint64_t)I->n_embd, ff = (uint64_t)(info.ff_end - info.ff_begin);
     uint64_t qd = (uint64_t)(info.head_end - info.head_begin) * hd;
     uint64_t kd = (uint64_t)(info.head_kv_end - info.head_kv_begin) * hd;
     uint64_t need = info.weight_bytes + info.kv_bytes + (uint64_t)sd->n_batch * (4 * d + 3 * qd + 2 * kd + 3 * ff) * 4 +
-                    (uint64_t)sd->n_ctx * 4;
+                    (uint64_t)sd->n_ctx * 4 + (uint64_t)cells / (uint64_t)sd->n_ctx * (uint64_t)I->n_vocab * 8;
     if (need <= w->offered) return TBC_OK;
-    tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "the plan needs %.1f MiB (n_ctx %d, n_batch %d), this node offers "
-                   "%.1f MiB", (double)need / 1048576.0, sd->n_ctx, sd->n_batch, (double)w->offered / 1048576.0);
+    tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "the plan needs %.1f MiB (n_ctx %d x %d sequences, n_batch %d), this node "
+                   "offers %.1f MiB", (double)need / 1048576.0, sd->n_ctx, (int)(cells / sd->n_ctx), sd->n_batch,
+                   (double)w->offered / 1048576.0);
     return TBC_ERR_OUT_OF_MEMORY;
 }
 
@@ -10008,6 +10376,80 @@ static tbc_result tbc__fetch_ranges(tbc__worker *w, int fd, tbc__manifest *mf, c
     return rc;
 }
 
+// One EVAL (tensor split: tokens in, this node's share of the output rows' logits out) or HIDDEN (pipeline: hidden
+// state in, through this node's layers, out) from the coordinator, checked row by row before anything runs: a row's
+// position may be at most its sequence's length (no gaps in a KV cache), and the batch fits the plan.
+static tbc_result tbc__worker_batch(tbc__worker *w, uint16_t type, uint32_t n, tbc_error *err) {
+    tbc_session *s = w->s;
+    size_t d = (size_t)s->model->info.n_embd;
+    const uint8_t *m = w->wire, *p = m + 16;
+    uint64_t pos = n >= 16 ? tbc__get_u64(m) : 0;
+    uint32_t cnt = n >= 16 ? tbc__get_u32(m + 8) : 0, flags = n >= 16 ? tbc__get_u32(m + 12) : 0;
+    size_t body = type == TBC__MSG_EVAL ? (size_t)cnt * 4 : (size_t)cnt * d * 4;
+    size_t rows = flags & TBC__ROWS ? (size_t)cnt * 8 : 0, outs = 0;  // outs: the output rows' count and indices
+    int has_outs = type == TBC__MSG_EVAL && rows;
+    if (has_outs && n >= 16 + body + rows + 4) outs = 4 + 4 * (size_t)tbc__get_u32(m + 16 + body + rows);
+    if (n < 16 || cnt == 0 || cnt > (uint32_t)s->n_batch || (flags & ~TBC__ROWS) || (has_outs && outs == 0) ||
+        n != 16 + body + rows + outs) {
+        tbc__error_set(err, TBC_ERR_PROTOCOL, "coordinator sent a malformed batch (%u bytes, %u rows)", n, cnt);
+        return TBC_ERR_PROTOCOL;
+    }
+    // rows: the message's, or (no TBC__ROWS) sequence 0 from pos on, with the last row's logits
+    const uint8_t *rp = type == TBC__MSG_EVAL ? p + body : p;
+    s->n_out = 0;
+    for (uint32_t t = 0; t < cnt; t++) {
+        uint64_t q = rows ? tbc__get_u32(rp + 8 * t) : 0, at = rows ? tbc__get_u32(rp + 8 * t + 4) : pos + t;
+        if (q >= (uint64_t)s->n_seq || at >= (uint64_t)s->n_ctx || at > (uint64_t)s->seq_pos[q]) {
+            tbc__error_set(err, TBC_ERR_PROTOCOL, "coordinator sent a batch that does not fit (row %u: sequence %llu, "
+                           "position %llu)", t, (unsigned long long)q, (unsigned long long)at);
+            return TBC_ERR_PROTOCOL;
+        }
+        s->row_seq[t] = (int32_t)q;
+        s->row_pos[t] = (int32_t)at;
+        s->seq_pos[q] = (int64_t)at + 1;
+    }
+    if (type == TBC__MSG_EVAL) {
+        const uint8_t *op = p + body + rows + 4;
+        uint32_t n_out = rows ? tbc__get_u32(op - 4) : 1;
+        if (n_out > cnt || n_out > (uint32_t)s->n_seq) {
+            tbc__error_set(err, TBC_ERR_PROTOCOL, "coordinator asked for %u rows of logits from %u", n_out, cnt);
+            return TBC_ERR_PROTOCOL;
+        }
+        for (uint32_t i = 0; i < n_out; i++) {
+            uint32_t r = rows ? tbc__get_u32(op + 4 * i) : cnt - 1;
+            if (r >= cnt) {
+                tbc__error_set(err, TBC_ERR_PROTOCOL, "coordinator asked for the logits of row %u of %u", r, cnt);
+                return TBC_ERR_PROTOCOL;
+            }
+            s->out_row[s->n_out++] = (int32_t)r;
+        }
+        for (uint32_t t = 0; t < cnt; t++) {
+            int32_t id = (int32_t)tbc__get_u32(p + 4 * t);
+            if (id < 0 || id >= s->model->info.n_vocab) {
+                tbc__error_set(err, TBC_ERR_PROTOCOL, "coordinator sent a token outside the vocabulary");
+                return TBC_ERR_PROTOCOL;
+            }
+            tbc__dequantize(s->embd.type, s->embd.data + (size_t)id * s->embd.ldw, s->x + t * d, (int64_t)d);
+        }
+        tbc__forward_layers(s, cnt);
+        if (w->failed) {
+            *err = w->err;
+            return w->err.code ? w->err.code : TBC_ERR_PEER_LOST;
+        }
+        if (s->n_out == 0) return TBC_OK;  // a batch inside a prompt: no logits wanted
+        tbc__logits(s);
+        return tbc__link_send(&w->link, TBC__MSG_LOGITS, s->logit_rows, (size_t)s->n_out * (size_t)s->output.rows * 4,
+                              tbc__now() + w->timeout, err);
+    }
+    memcpy(s->x, p + rows, (size_t)cnt * d * 4);
+    tbc__forward_layers(s, cnt);
+    uint8_t head[16];
+    memcpy(head, m, 16);
+    tbc__put_u32(head + 12, 0);
+    return tbc__link_send2(&w->link, TBC__MSG_HIDDEN, head, 16, s->x, (size_t)cnt * d * 4, tbc__now() + w->timeout,
+                           err);
+}
+
 // Opens the model this plan names: the node's own file, or the shard cache (fetching what is missing).
 static tbc_result tbc__worker_session(tbc__worker *w, const tbc_node_desc *d, tbc_model *own, const tbc__plan_msg *pl,
                                       tbc_model **cache_model, uint64_t *received, tbc_error *err) {
@@ -10015,6 +10457,7 @@ static tbc_result tbc__worker_session(tbc__worker *w, const tbc_node_desc *d, tb
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = (int)pl->n_ctx;
     sd.n_batch = (int)pl->n_batch;
+    sd.n_seq = (int)pl->n_seq;
     sd.kv_type = (tbc_kv_type)pl->kv_type;
     sd.n_threads = d->n_threads;
     sd.logger = d->logger;
@@ -10187,7 +10630,6 @@ static tbc_result tbc__serve_coordinator(int fd, const char *peer, const tbc_nod
         tbc__log(&d->logger, TBC_LOG_INFO, "ready: %.1f MiB of weights (%.1f MiB received)",
                  (double)w.s->shard.weight_bytes / 1048576.0, (double)received / 1048576.0);
     }
-    size_t d_embd = w.s ? (size_t)w.s->model->info.n_embd : 0;
     // Only the requests of the plan's split: a pipeline shard has no embeddings or output to run an EVAL with.
     uint64_t request = pl.split == TBC_SPLIT_TENSOR ? TBC__BIT(TBC__MSG_EVAL) : TBC__BIT(TBC__MSG_HIDDEN);
     while (!rc) {
@@ -10204,41 +10646,7 @@ static tbc_result tbc__serve_coordinator(int fd, const char *peer, const tbc_nod
             rc = tbc__link_send(&w.link, TBC__MSG_HEARTBEAT, w.wire, n, tbc__now() + w.timeout, err);
             continue;
         }
-        if (n < 16) { rc = TBC_ERR_PROTOCOL; tbc__error_set(err, rc, "short message"); break; }
-        uint64_t pos = tbc__get_u64(w.wire);
-        uint32_t cnt = tbc__get_u32(w.wire + 8);
-        size_t want = type == TBC__MSG_EVAL ? (size_t)cnt * 4 : (size_t)cnt * d_embd * 4;
-        if (cnt == 0 || cnt > (uint32_t)w.s->n_batch || pos > (uint64_t)w.s->pos || pos + cnt > (uint64_t)w.s->n_ctx ||
-            n != 16 + want) {
-            rc = TBC_ERR_PROTOCOL;
-            tbc__error_set(err, rc, "coordinator sent a batch that does not fit (pos %llu, %u tokens)",
-                           (unsigned long long)pos, cnt);
-            break;
-        }
-        w.s->pos = (int64_t)pos;
-        if (type == TBC__MSG_EVAL) {
-            const uint8_t *ids = w.wire + 16;
-            for (uint32_t t = 0; t < cnt; t++) {
-                int32_t id = (int32_t)tbc__get_u32(ids + 4 * t);
-                if (id < 0 || id >= w.s->model->info.n_vocab) { rc = TBC_ERR_PROTOCOL; break; }
-                tbc__dequantize(w.s->embd.type, w.s->embd.data + (size_t)id * w.s->embd.ldw, w.s->x + t * d_embd,
-                                (int64_t)d_embd);
-            }
-            if (rc) { tbc__error_set(err, rc, "coordinator sent a token outside the vocabulary"); break; }
-            tbc__forward_layers(w.s, (int64_t)pos, cnt);
-            if (w.failed) { rc = w.err.code ? w.err.code : TBC_ERR_PEER_LOST; *err = w.err; break; }
-            tbc__logits(w.s, (int64_t)cnt - 1);
-            rc = tbc__link_send(&w.link, TBC__MSG_LOGITS, w.s->logits + w.s->shard.vocab_begin,
-                                (size_t)w.s->output.rows * 4, tbc__now() + w.timeout, err);
-        } else {
-            memcpy(w.s->x, w.wire + 16, (size_t)cnt * d_embd * 4);
-            tbc__forward_layers(w.s, (int64_t)pos, cnt);
-            uint8_t head[16];
-            memcpy(head, w.wire, 16);
-            rc = tbc__link_send2(&w.link, TBC__MSG_HIDDEN, head, 16, w.s->x, (size_t)cnt * d_embd * 4,
-                                 tbc__now() + w.timeout, err);
-        }
-        w.s->pos = (int64_t)(pos + cnt);
+        if ((rc = tbc__worker_batch(&w, type, n, err)) != TBC_OK) break;
     }
     if (rc == TBC_ERR_PEER_LOST || rc == TBC_ERR_TIMEOUT)
         tbc__log(&d->logger, TBC_LOG_INFO, "coordinator %s gone: %s", peer, err->message);
@@ -10338,7 +10746,7 @@ static uint64_t tbc__link_bytes(const tbc_model *m, int split, int sync, const t
 static double tbc__stream_rate(uint32_t cores) { return 6e9 * (double)(cores < 1 ? 1 : cores > 8 ? 8 : cores); }
 
 // Gives each included node (in[i]) its shard for a split; slot 0 is this node. 0 if the split is impossible.
-static int tbc__assign(const tbc_model *m, tbc_cluster_plan *P, const int *in, int split, int no_local, int n_ctx,
+static int tbc__assign(const tbc_model *m, tbc_cluster_plan *P, const int *in, int split, int no_local, int64_t n_ctx,
                        tbc_kv_type kv, tbc_error *err) {
     const tbc_model_info *I = &m->info;
     int k = 0, idx[64];
@@ -10457,13 +10865,14 @@ static tbc_result tbc__cluster_plan(tbc__cluster *c, const tbc_model *m, const t
     }
     tbc_kv_type kv = d->kv_type;
     int split = (int)c->desc.split;
+    int64_t cells = (int64_t)n_ctx * (d->n_seq ? d->n_seq : 1);  // every sequence's KV cache
     for (;;) {
         int sp = split, held = 0;  // held: the split P's shares already follow (auto tries both)
         if (sp == TBC_SPLIT_AUTO) {
             // A tensor split if every node can hold its share and it decodes faster than a pipeline would.
-            int t_ok = tbc__assign(m, P, in, TBC_SPLIT_TENSOR, no_local, n_ctx, kv, err) && tbc__overfull(P) < 0;
+            int t_ok = tbc__assign(m, P, in, TBC_SPLIT_TENSOR, no_local, cells, kv, err) && tbc__overfull(P) < 0;
             double tt = t_ok ? tbc__plan_seconds(m, P, TBC_SPLIT_TENSOR) : 0;
-            if (!tbc__assign(m, P, in, TBC_SPLIT_PIPELINE, no_local, n_ctx, kv, err)) {
+            if (!tbc__assign(m, P, in, TBC_SPLIT_PIPELINE, no_local, cells, kv, err)) {
                 sp = TBC_SPLIT_TENSOR;
                 snprintf(P->reason, sizeof P->reason, "auto: tensor (more nodes than layers)");
             } else {
@@ -10483,7 +10892,7 @@ static tbc_result tbc__cluster_plan(tbc__cluster *c, const tbc_model *m, const t
         }
         int k = 0;
         for (int i = 0; i < P->n_nodes; i++) k += in[i];
-        if (held != sp && !tbc__assign(m, P, in, sp, no_local, n_ctx, kv, err)) {
+        if (held != sp && !tbc__assign(m, P, in, sp, no_local, cells, kv, err)) {
             if (err->code) return err->code;
             if (k == 0) tbc__error_set(err, TBC_ERR_SHARD, "no node is left to hold the model (%s)", P->reason);
             else if (sp == TBC_SPLIT_TENSOR)
@@ -10567,6 +10976,7 @@ static tbc_result tbc__cluster_plan(tbc__cluster *c, const tbc_model *m, const t
         p->sync = (uint32_t)c->desc.sync;
         p->n_ctx = (uint32_t)n_ctx;
         p->n_batch = (uint32_t)n_batch;
+        p->n_seq = (uint32_t)(d->n_seq ? d->n_seq : 1);
         p->kv_type = (uint32_t)d->kv_type;
         p->layer_begin = sh->layer_begin;
         p->layer_end = sh->layer_end;
@@ -10655,24 +11065,36 @@ static tbc_result tbc__cluster_attach(tbc_session *s, tbc_error *err) {
     return rc;
 }
 
+static int tbc__cluster_broken(const tbc_session *s) { return s->cluster->broken; }
+
+// The workers' KV caches go with a failed cluster: every sequence that had a context must start again from 0.
+static void tbc__seqs_lost(tbc_session *s) {
+    for (int q = 0; q < s->n_seq; q++) {
+        if (s->seq_pos[q] > 0) s->seq_lost[q] = 1;
+        s->seq_pos[q] = 0;
+    }
+}
+
 // A link failed during a batch: the request fails with the peer's name; the next request rebuilds the cluster.
 static tbc_result tbc__cluster_failed(tbc_session *s) {
     tbc__cluster *c = s->cluster;
     c->broken = 1;
     tbc__cluster_close(c, 0);
+    tbc__seqs_lost(s);
     s->last = c->err;
     if (!s->last.code) tbc__error_set(&s->last, TBC_ERR_PEER_LOST, "a peer failed");
     tbc__log(&s->log, TBC_LOG_ERROR, "%s", s->last.message);
     return s->last.code;
 }
 
-// Before and after each batch: a failure is reported; a new request (position 0) first repairs the cluster,
-// checking idle links with a heartbeat.
-static tbc_result tbc__cluster_check(tbc_session *s) {
+// Before and after each batch: a failure is reported; before a batch whose sequences all start at position 0
+// (fresh), a broken cluster is rebuilt, and idle links are checked with a heartbeat.
+static tbc_result tbc__cluster_check(tbc_session *s, int fresh) {
     tbc__cluster *c = s->cluster;
     if (c->broken && c->peers[0].link.fd >= 0) return tbc__cluster_failed(s);
-    if (s->pos != 0) {
+    if (!fresh) {
         if (!c->broken) return TBC_OK;
+        tbc__seqs_lost(s);
         tbc__error_set(&s->last, TBC_ERR_PEER_LOST, "the cluster lost a peer during this request (%s); start a new "
                        "one", c->err.message[0] ? c->err.message : "no reason given");
         return TBC_ERR_PEER_LOST;
@@ -10692,6 +11114,7 @@ static tbc_result tbc__cluster_check(tbc_session *s) {
         tbc__log(&s->log, TBC_LOG_WARN, "%s; reconnecting", c->err.message);
     }
     tbc__cluster_close(c, 0);
+    tbc__seqs_lost(s);
     tbc_result rc = tbc__cluster_hello(c, s->model, &s->log, s->pool.n_threads, &s->last);
     if (!rc) rc = tbc__cluster_ready(s, &s->last);
     return rc;

@@ -477,15 +477,36 @@ static void fz_rec_model_data(tbc__wbuf *b, const tbc__range *r) {
     }
 }
 
-static void fz_rec_batch(tbc__wbuf *b, int type, uint64_t pos, uint32_t n, const uint8_t *body, size_t body_n) {
+// A batch: sequence 0 from pos on, or (rows) rows that alternate between sequences 0 and 1, whose positions
+// follow from *seq_len, with the last row of each sequence wanting logits (EVAL).
+static void fz_rec_rows(tbc__wbuf *b, int type, uint64_t pos, uint32_t n, const uint8_t *body, size_t body_n,
+                        uint32_t *seq_len) {
     tbc__wbuf m;
     memset(&m, 0, sizeof m);
-    tbc__wb_u64(&m, pos);
+    tbc__wb_u64(&m, seq_len ? 0 : pos);
     tbc__wb_u32(&m, n);
-    tbc__wb_u32(&m, 0);
-    tbc__wb_put(&m, body, body_n);
+    tbc__wb_u32(&m, seq_len ? TBC__ROWS : 0);
+    if (type == TBC__MSG_EVAL) tbc__wb_put(&m, body, body_n);
+    if (seq_len) {
+        uint32_t last[2] = {0, 0}, n_out = 0;
+        for (uint32_t t = 0; t < n; t++) {
+            tbc__wb_u32(&m, t % 2);
+            tbc__wb_u32(&m, seq_len[t % 2]++);
+            last[t % 2] = t + 1;
+        }
+        if (type == TBC__MSG_EVAL) {
+            n_out = (last[0] > 0) + (last[1] > 0);
+            tbc__wb_u32(&m, n_out);
+            for (int q = 0; q < 2; q++) if (last[q]) tbc__wb_u32(&m, last[q] - 1);
+        }
+    }
+    if (type != TBC__MSG_EVAL) tbc__wb_put(&m, body, body_n);
     fz_rec(b, 0, type, m.p, m.n);
     free(m.p);
+}
+
+static void fz_rec_batch(tbc__wbuf *b, int type, uint64_t pos, uint32_t n, const uint8_t *body, size_t body_n) {
+    fz_rec_rows(b, type, pos, n, body, body_n, NULL);
 }
 
 // The byte ranges of the model file a shard reads, as the worker will ask for them, and its share (info).
@@ -523,8 +544,9 @@ typedef struct fz_seed {
     int want_type, want_count;    // and this many frames of this type from the side under test
 } fz_seed;
 
-// A worker session: PLAN, the shard when the worker has no model file, two requests, a heartbeat, BYE.
-static void fz_seed_worker(fz_seed *sd, int own, int tensor, int sync) {
+// A worker session: PLAN, the shard when the worker has no model file, two requests, a heartbeat, BYE. With rows,
+// the plan has two sequences and the requests carry rows of both.
+static void fz_seed_worker(fz_seed *sd, int own, int tensor, int sync, int rows) {
     const tbc_model_info *I = &fz_model->info;
     int L = I->n_layer, d = I->n_embd;
     tbc__wbuf *b = &sd->b;
@@ -545,6 +567,7 @@ static void fz_seed_worker(fz_seed *sd, int own, int tensor, int sync) {
     p.n_ctx = 32;
     p.n_batch = 4;
     p.kv_type = 0;
+    p.n_seq = rows ? 2 : 1;
     int n_ranges = 0;
     tbc_shard_info info;
     tbc__range *r = fz_shard(tensor, p.layer_begin, p.layer_end, p.tp_rank, p.tp_size, &info, &n_ranges);
@@ -563,19 +586,20 @@ static void fz_seed_worker(fz_seed *sd, int own, int tensor, int sync) {
     free(r);
     static const uint32_t counts[2] = {3, 1};
     uint64_t pos = 0;
+    uint32_t seq_len[2] = {0, 0};
     for (int q = 0; q < 2; q++) {
         uint32_t cnt = counts[q];
         if (tensor) {
             uint8_t ids[12];
             for (uint32_t t = 0; t < cnt; t++) tbc__put_u32(ids + 4 * t, 1 + (uint32_t)pos + t);
-            fz_rec_batch(b, TBC__MSG_EVAL, pos, cnt, ids, cnt * 4);
+            fz_rec_rows(b, TBC__MSG_EVAL, pos, cnt, ids, cnt * 4, rows ? seq_len : NULL);
             size_t sum = tbc__sync_bytes(sync, (int64_t)cnt * d);
             for (int k = 0; k < 2 * L; k++) fz_rec_fill(b, TBC__MSG_SUM, sum, 0x3c);
         } else {
             size_t bytes = (size_t)cnt * (size_t)d * 4;
             float *x = (float *)malloc(bytes);
             for (size_t i = 0; i < bytes / 4; i++) x[i] = (float)((int)(i % 17) - 8) * 0.125f;
-            fz_rec_batch(b, TBC__MSG_HIDDEN, pos, cnt, (const uint8_t *)x, bytes);
+            fz_rec_rows(b, TBC__MSG_HIDDEN, pos, cnt, (const uint8_t *)x, bytes, rows ? seq_len : NULL);
             free(x);
         }
         pos += cnt;
@@ -697,8 +721,12 @@ static int fz_write_seeds(const char *dir) {
         int own = (v >> 1) & 1, tensor = v & 1, sync = v >> 2;
         if (sync && !tensor) continue;  // a pipeline sends F32 hidden states whatever the sync format
         seeds[n].name = worker_names[v];
-        fz_seed_worker(&seeds[n++], own, tensor, sync);
+        fz_seed_worker(&seeds[n++], own, tensor, sync, 0);
     }
+    seeds[n].name = "worker-own-tensor-rows";  // two sequences in each batch
+    fz_seed_worker(&seeds[n++], 1, 1, 0, 1);
+    seeds[n].name = "worker-own-pipeline-rows";
+    fz_seed_worker(&seeds[n++], 1, 0, 0, 1);
     static const char *const coord_names[8] = {"coordinator-tensor-f32", "coordinator-tensor-q8",
                                                "coordinator-pipeline", "coordinator-tensor-f32-shard",
                                                "coordinator-tensor-q8-shard", "coordinator-pipeline-shard",

@@ -124,6 +124,40 @@ static int greedy(tbc_model *m, const char *peers, tbc_split split, tbc_sync syn
     return k;
 }
 
+// Three sequences decoded together (n_seq 3; batches of 4 rows, so prompts are cut and mixed with the others'
+// tokens), greedy, n_gen tokens each into out[q]; the prompts are interleaved row by row in the first call.
+static int multi_greedy(tbc_model *m, const char *peers, tbc_split split, const int32_t *const *prompts,
+                        const int *n_prompt, int n_gen, int32_t (*out)[24], tbc_error *err) {
+    tbc_cluster_desc cd;
+    tbc_session_desc sd;
+    session_desc_init(&sd, &cd, m, peers, err);
+    cd.split = split;
+    sd.n_seq = 3;
+    sd.n_batch = 4;
+    tbc_session *s;
+    if (tbc_session_create(&sd, &s)) return -1;
+    int32_t tok[64], seq[64];
+    int n = 0, nv = m->info.n_vocab, k = 0;
+    for (int i = 0; i < 16; i++)
+        for (int q = 0; q < 3; q++)
+            if (i < n_prompt[q]) { tok[n] = prompts[q][i]; seq[n++] = q; }
+    tbc_result rc = tbc_session_decode(s, tok, seq, n);
+    while (!rc && k < n_gen) {
+        for (int q = 0; q < 3; q++) {
+            const float *lg = tbc_session_seq_logits(s, q);
+            int32_t b = 0;
+            for (int32_t i = 1; i < nv; i++) if (lg[i] > lg[b]) b = i;
+            out[q][k] = tok[q] = b;
+            seq[q] = q;
+        }
+        k++;
+        rc = tbc_session_decode(s, tok, seq, 3);
+    }
+    if (rc) { *err = *tbc_session_last_error(s); k = -1; }
+    tbc_session_destroy(s);
+    return k;
+}
+
 static float max_diff(const float *a, const float *b, int n) {
     float w = 0;
     for (int i = 0; i < n; i++) { float d = a[i] > b[i] ? a[i] - b[i] : b[i] - a[i]; if (d > w) w = d; }
@@ -143,16 +177,16 @@ static int send_raw(int port, const void *bytes, size_t n) {
     return w == (ssize_t)n;
 }
 
-// A fake peer that answers every connection with a HELLO frame of protocol version 2.
+// A fake peer that answers every connection with a HELLO frame of the next protocol version.
 typedef struct fake_peer { int fd, port; } fake_peer;
-static void *fake_v2(void *arg) {
+static void *fake_next(void *arg) {
     fake_peer *f = (fake_peer *)arg;
     int c = accept(f->fd, NULL, NULL);
     if (c < 0) return NULL;
     uint8_t frame[64 + 32];
     memset(frame, 0, sizeof frame);
     tbc__put_u32(frame, TBC__FRAME_MAGIC);
-    tbc__put_u16(frame + 4, 2);
+    tbc__put_u16(frame + 4, TBC__PROTOCOL_VERSION + 1);
     tbc__put_u16(frame + 6, TBC__MSG_HELLO);
     if (write(c, frame, sizeof frame) < 0) {}
     usleep(300000);
@@ -221,6 +255,24 @@ int main(void) {
             CHECK(d <= runs[r].tol, "%s, %s: logits within %g of one node (%g)", path, runs[r].what, (double)runs[r].tol, (double)d);
             printf("  %-40s %-28s ids %s, logits max |diff| %.2e\n", path + (have_shared ? 17 : 0), runs[r].what,
                    n == n_ref && !memcmp(ids, ref, sizeof(int32_t) * (size_t)n_ref) ? "equal" : "DIFFER", (double)d);
+        }
+        // several sequences at once: each one's greedy ids equal its own single-sequence run
+        if (mi == 0 || mi == 2) {
+            static const int32_t p2[3] = {1, 400, 33}, p3[7] = {1, 71, 9, 250, 17, 300, 44};
+            const int32_t *ps[3] = {prompt, p2, p3};
+            int np[3] = {5, 3, 7};
+            int32_t want[3][24], got[3][24];
+            for (int q = 0; q < 3; q++) greedy(m, NULL, TBC_SPLIT_AUTO, TBC_SYNC_F32, NULL, ps[q], np[q], 12, want[q], NULL, &err, NULL);
+            struct { const char *peers; tbc_split split; const char *what; } mruns[] = {
+                {NULL, TBC_SPLIT_AUTO, "one node"}, {peers1, TBC_SPLIT_TENSOR, "2 nodes, tensor"},
+                {peers1, TBC_SPLIT_PIPELINE, "2 nodes, pipeline"}, {peers2, TBC_SPLIT_TENSOR, "3 nodes, tensor"}};
+            for (size_t r = 0; r < sizeof mruns / sizeof mruns[0]; r++) {
+                int k = multi_greedy(m, mruns[r].peers, mruns[r].split, ps, np, 12, got, &err);
+                int same = k == 12;
+                for (int q = 0; q < 3 && same; q++) same = !memcmp(got[q], want[q], sizeof(int32_t) * 12);
+                CHECK(same, "%s, 3 sequences decoded together, %s: each one's greedy ids equal its own run (%s)", path,
+                      mruns[r].what, k < 0 ? err.message : "ids differ");
+            }
         }
         node_stop(&a, SIGTERM);
         node_stop(&b, SIGTERM);
@@ -345,11 +397,11 @@ int main(void) {
             uint8_t frame[32];
             memset(frame, 0, sizeof frame);
             tbc__put_u32(frame, TBC__FRAME_MAGIC);
-            tbc__put_u16(frame + 4, 2);
+            tbc__put_u16(frame + 4, TBC__PROTOCOL_VERSION + 1);
             tbc__put_u16(frame + 6, TBC__MSG_HELLO);
             const char *http = "GET / HTTP/1.1\r\nHost: node\r\nAccept: */*\r\n\r\n";
             CHECK(send_raw(g.port, http, strlen(http)), "send garbage");
-            CHECK(send_raw(g.port, frame, sizeof frame), "send a version-2 frame");
+            CHECK(send_raw(g.port, frame, sizeof frame), "send a frame of the next version");
             tbc__put_u16(frame + 4, TBC__PROTOCOL_VERSION);
             tbc__put_u32(frame + 8, 0x7fffffffu);
             CHECK(send_raw(g.port, frame, sizeof frame), "send an oversized frame");
@@ -358,7 +410,10 @@ int main(void) {
             CHECK(send_raw(g.port, frame, sizeof frame), "send a message out of order");
             usleep(300000);
             CHECK(log_has(&g, "bad magic"), "garbage is named: bad magic");
-            CHECK(log_has(&g, "speaks protocol version 2, this node speaks 1"), "another version is named");
+            char want[96];
+            snprintf(want, sizeof want, "speaks protocol version %d, this node speaks %d", TBC__PROTOCOL_VERSION + 1,
+                     TBC__PROTOCOL_VERSION);
+            CHECK(log_has(&g, want), "another version is named");
             CHECK(log_has(&g, "2147483647-byte message"), "an oversized length is refused before reading");
             CHECK(log_has(&g, "not expected now"), "a message out of order is refused");
             snprintf(peers, sizeof peers, "127.0.0.1:%d", g.port);
@@ -371,10 +426,10 @@ int main(void) {
             tbc_error e2;
             if (tbc__sock_listen("127.0.0.1:0", &f.fd, &f.port, &e2) == TBC_OK) {
                 pthread_t th;
-                pthread_create(&th, NULL, fake_v2, &f);
+                pthread_create(&th, NULL, fake_next, &f);
                 snprintf(peers, sizeof peers, "127.0.0.1:%d", f.port);
                 n = greedy(m, peers, TBC_SPLIT_TENSOR, TBC_SYNC_F32, NULL, prompt, 5, 4, ids, NULL, &err, &rc);
-                CHECK(n < 0 && rc == TBC_ERR_VERSION && strstr(err.message, "protocol version 2"), "the coordinator names "
+                CHECK(n < 0 && rc == TBC_ERR_VERSION && strstr(err.message, "protocol version 3"), "the coordinator names "
                       "a peer's other version (%s)", err.message);
                 pthread_join(th, NULL);
                 close(f.fd);

@@ -1,0 +1,182 @@
+// Concurrent generations on one session (continuous batching): tbc_session_generate from several threads at once
+// gives each the text it gets alone; more callers than sequences wait for one; a prompt that starts like a cached
+// one is not read again; the batches really hold several sequences; errors stay with their own call.
+#define TBC_IMPLEMENTATION
+#include "../tbcluster.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int passed, failed;
+#define CHECK(cond, ...) do { if (cond) passed++; else { failed++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
+
+typedef struct run {
+    tbc_session *s;
+    const char *prompt;
+    int max_tokens;
+    float temperature;
+    uint64_t seed;
+    char text[2048];
+    size_t len;
+    tbc_result rc;
+    tbc_generate_result res;
+} run;
+
+static int on_text(void *user, const char *text, size_t len, int32_t token) {
+    run *r = (run *)user;
+    (void)token;
+    if (r->len + len < sizeof r->text) {
+        memcpy(r->text + r->len, text, len);
+        r->len += len;
+        r->text[r->len] = 0;
+    }
+    return 0;
+}
+
+static void *run_main(void *arg) {
+    run *r = (run *)arg;
+    tbc_generate_desc gd;
+    memset(&gd, 0, sizeof gd);
+    gd.prompt = r->prompt;
+    gd.max_tokens = r->max_tokens;
+    gd.sampling.temperature = r->temperature;
+    gd.sampling.seed = r->seed;
+    gd.on_text = on_text;
+    gd.user = r;
+    r->len = 0;
+    r->text[0] = 0;
+    r->rc = tbc_session_generate(r->s, &gd, &r->res);
+    return NULL;
+}
+
+static tbc_session *open_session(tbc_model *m, int n_seq, int n_ctx) {
+    tbc_session_desc sd;
+    memset(&sd, 0, sizeof sd);
+    sd.model = m;
+    sd.n_ctx = n_ctx;
+    sd.n_seq = n_seq;
+    sd.n_threads = 2;
+    tbc_session *s = NULL;
+    tbc_session_create(&sd, &s);
+    return s;
+}
+
+static const char *prompts[6] = {"Once upon a time", "The little dog", "Lily and Ben went to the park",
+                                 "One day, a bird", "Tom had a red ball", "The sun was"};
+
+int main(void) {
+    const char *path = "../shared/models/stories260K-q8_0.gguf";
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    else {
+        printf("SKIP: ../shared absent: a random model made by mkmodel stands in (texts are noise, still compared)\n");
+        path = "build/tests/batch-tiny.gguf";
+        if (system("build/mkmodel --shape tiny --type q8_0 --seed 3 -o build/tests/batch-tiny.gguf 2>/dev/null") != 0) {
+            printf("FAIL: mkmodel\ntest_batch: 0 passed, 1 failed\n");
+            return 1;
+        }
+    }
+    tbc_model_desc md;
+    memset(&md, 0, sizeof md);
+    md.path = path;
+    tbc_model *m = NULL;
+    CHECK(tbc_model_open(&md, &m) == TBC_OK, "open %s", path);
+    if (!m) { printf("test_batch: %d passed, %d failed\n", passed, failed); return 1; }
+
+    // each prompt alone (greedy, and sampled with a seed), one sequence
+    static run alone[6][2];
+    tbc_session *one = open_session(m, 1, 256);
+    CHECK(one != NULL, "a one-sequence session");
+    for (int i = 0; i < 6 && one; i++) {
+        for (int k = 0; k < 2; k++) {
+            run *r = &alone[i][k];
+            r->s = one;
+            r->prompt = prompts[i];
+            r->max_tokens = 24 + 4 * i;
+            r->temperature = k ? 0.8f : 0.0f;
+            r->seed = 100 + (uint64_t)i;
+            run_main(r);
+            CHECK(r->rc == TBC_OK && r->len > 0, "alone: '%s' -> '%s'", prompts[i], r->text);
+        }
+    }
+    // the last prompt again: its cache is reused, the text is the same
+    run again = alone[5][1];
+    run_main(&again);
+    CHECK(again.rc == TBC_OK && again.res.n_cached == again.res.n_prompt - 1, "the same prompt again reads only its last "
+          "token (%lld of %lld cached)", (long long)again.res.n_cached, (long long)again.res.n_prompt);
+    CHECK(!strcmp(again.text, alone[5][1].text), "and gives the same text");
+    tbc_session_destroy(one);
+
+    // 4 sequences, 6 threads at once, each twice (greedy and seeded): every text equals its text alone
+    tbc_session *s = open_session(m, 4, 256);
+    CHECK(s != NULL && tbc_session_n_seq(s) == 4, "a four-sequence session");
+    for (int round = 0; round < 2 && s; round++) {
+        static run par[6];
+        pthread_t th[6];
+        for (int i = 0; i < 6; i++) {
+            par[i] = alone[i][round];
+            par[i].s = s;
+            pthread_create(&th[i], NULL, run_main, &par[i]);
+        }
+        int busy_seen = 0;
+        for (int k = 0; k < 200; k++) {  // while they run: never more than 4 sequences busy
+            int busy = 0, waiting = 0;
+            tbc_session_generation_load(s, &busy, &waiting);
+            if (busy > busy_seen) busy_seen = busy;
+            CHECK(busy <= 4, "at most 4 sequences busy (%d)", busy);
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+        }
+        for (int i = 0; i < 6; i++) pthread_join(th[i], NULL);
+        for (int i = 0; i < 6; i++)
+            CHECK(par[i].rc == TBC_OK && !strcmp(par[i].text, alone[i][round].text), "%s, 6 callers on 4 sequences: '%s' "
+                  "as alone ('%s' vs '%s')", round ? "sampled" : "greedy", prompts[i], par[i].text, alone[i][round].text);
+        CHECK(busy_seen >= 2, "several sequences were busy at once (%d)", busy_seen);
+    }
+    int busy = -1, waiting = -1;
+    if (s) tbc_session_generation_load(s, &busy, &waiting);
+    CHECK(busy == 0 && waiting == 0, "afterwards no sequence is busy (%d) and nobody waits (%d)", busy, waiting);
+
+    // errors stay with their call: an empty stop string fails that call only, with its reason in the result
+    if (s) {
+        tbc_generate_desc gd;
+        memset(&gd, 0, sizeof gd);
+        const char *stops[1] = {""};
+        gd.prompt = "Once";
+        gd.stop = stops;
+        gd.n_stop = 1;
+        tbc_generate_result res;
+        CHECK(tbc_session_generate(s, &gd, &res) == TBC_ERR_INVALID_ARGUMENT && strstr(res.error.message, "empty"),
+              "a bad request's error is in its result: %s", res.error.message);
+        // a prompt longer than the context
+        static char longp[8192];
+        longp[0] = 0;
+        for (int i = 0; i < 300; i++) strcat(longp, "Lily ");
+        gd.prompt = longp;
+        gd.n_stop = 0;
+        CHECK(tbc_session_generate(s, &gd, &res) == TBC_ERR_CONTEXT_FULL && strstr(res.error.message, "do not fit"),
+              "a prompt longer than the context: %s", res.error.message);
+        run after = alone[2][0];
+        after.s = s;
+        run_main(&after);
+        CHECK(after.rc == TBC_OK && !strcmp(after.text, alone[2][0].text), "the next call works as before");
+    }
+
+    // the batched decode API directly: sequences out of range and a full context are refused, nothing evaluated
+    if (s) {
+        int32_t tok[2] = {1, 2}, seq[2] = {0, 4};
+        int64_t p0 = tbc_session_seq_pos(s, 0);
+        CHECK(tbc_session_decode(s, tok, seq, 2) == TBC_ERR_INVALID_ARGUMENT, "sequence 4 of 4 is refused");
+        CHECK(tbc_session_seq_pos(s, 0) == p0, "and nothing was evaluated");
+        CHECK(tbc_session_seq_rewind(s, 1, 0) == TBC_OK && tbc_session_seq_pos(s, 1) == 0, "rewind sequence 1");
+        CHECK(tbc_session_seq_rewind(s, 1, 5) == TBC_ERR_INVALID_ARGUMENT, "cannot rewind past its end");
+        CHECK(tbc_session_seq_logits(s, 9) == NULL, "no logits for sequence 9");
+    }
+    tbc_session_destroy(s);
+    tbc_model_destroy(m);
+    printf("test_batch: %d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
