@@ -3,8 +3,9 @@
 #
 # Usage: tools/deps.sh [build|test|fuzz]     (default: test, which is everything)
 #   build  a C compiler, make and the headers the library and tools use           (make, make demo)
-#   test   build + clang, g++, sanitizer runtimes, the aarch64 cross compiler,
-#          qemu-user, file, npm and Zig 0.11 (for the aarch64-macos cross build)    (make test)
+#   test   build + clang, g++, python3, sanitizer runtimes, the aarch64 cross compiler,
+#          qemu-user, file, npm, chromium (the web page test) and Zig 0.11
+#          (for the aarch64-macos cross build)                                       (make test)
 #   fuzz   build + clang and its libFuzzer/sanitizer runtimes                       (make fuzz)
 #
 # Debian packages: as root, runs `apt-get update` once and installs what is missing; otherwise prints the exact
@@ -36,6 +37,7 @@ need() {  # need PACKAGE TEST...: PACKAGE is missing unless the test command suc
     fi
 }
 have() { command -v "$1"; }
+have_header() { test -f "/usr/include/$1" || test -f "/usr/include/$(gcc -dumpmachine 2>/dev/null)/$1"; }  # multiarch
 
 # Everything that compiles the library and its programs.
 need gcc have gcc
@@ -46,6 +48,7 @@ need libibverbs-dev test -f /usr/include/infiniband/verbs.h
 need libmicrohttpd-dev test -f /usr/include/microhttpd.h
 need libcjson-dev test -f /usr/include/cjson/cJSON.h
 need curl have curl
+need libcurl4-openssl-dev have_header curl/curl.h   # build/pull
 
 clang_rt_pkg() {  # the sanitizer/libFuzzer runtime package matching the installed (or to-be-installed) clang
     local v=14
@@ -70,7 +73,9 @@ if [ "$mode" = test ]; then
     need libc6-dev-arm64-cross test -f /usr/aarch64-linux-gnu/lib/libc.a   # for -static aarch64 tests
     need qemu-user have qemu-aarch64
     need nodejs have node
+    need python3 have python3                      # tests/pull_server.py
     need npm have npm
+    need chromium have chromium                    # the web page test (tests/test_web.sh) drives it with playwright-core from npm
 fi
 
 if [ "${#missing[@]}" -gt 0 ]; then

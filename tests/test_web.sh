@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# tests/test_web.sh - the server's web page (web/index.html at GET /) in headless Chromium: the model's name, the live
+# cluster view of a 2-node cluster (nodes, shares, memory, link transport), a streamed chat answer equal to a greedy
+# whole one, the stats line, multi-turn history, Stop (the server frees the session), errors in the chat, New chat,
+# the unreachable state, a narrow screen, and the API-key prompt. Drives Debian's chromium with playwright-core from
+# npm (installed once into a cache shared by every clone). Writes screenshots to build/tests/web/. Prints
+# "test_web: N passed, M failed". Run from the repository root.
+set -u
+cd "$(dirname "$0")/.."
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "  ok    $*"; }
+bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
+check() { if [ "$1" -eq 0 ]; then ok "$2"; else bad "$2"; fi; }  # check STATUS MESSAGE
+finish() { echo "test_web: $passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit; }
+tmp="build/tests/web-$$"
+shots=build/tests/web
+mkdir -p "$tmp" "$shots"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+PLAYWRIGHT_VERSION=1.65.1
+PW_DIR="${TBC_WEB_TEST_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/tbcluster/web-test}"
+CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+
+# What the browser test needs; each missing piece is named (and counted as a failure).
+missing=()
+command -v node >/dev/null 2>&1 || missing+=("node (Debian package nodejs)")
+command -v npm >/dev/null 2>&1 || missing+=("npm (Debian package npm)")
+[ -x "$CHROMIUM" ] || missing+=("$CHROMIUM (Debian package chromium: apt-get install -y chromium, or tools/deps.sh)")
+if [ "${#missing[@]}" -gt 0 ]; then
+    for m in "${missing[@]}"; do bad "cannot run the browser test: missing $m"; done
+    finish
+fi
+pw_version() { node -p "require('$PW_DIR/node_modules/playwright-core/package.json').version" 2>/dev/null; }
+if [ "$(pw_version)" != "$PLAYWRIGHT_VERSION" ]; then
+    echo "  (installing playwright-core@$PLAYWRIGHT_VERSION from npm into $PW_DIR)"
+    mkdir -p "$PW_DIR"
+    npm install --prefix "$PW_DIR" --no-audit --no-fund --no-save --loglevel=error "playwright-core@$PLAYWRIGHT_VERSION" \
+        </dev/null >"$tmp/npm.log" 2>&1
+    [ "$(pw_version)" = "$PLAYWRIGHT_VERSION" ] ||
+        { bad "cannot run the browser test: npm could not install playwright-core@$PLAYWRIGHT_VERSION into $PW_DIR: $(tail -n 3 "$tmp/npm.log")"; finish; }
+fi
+
+model=../shared/models/stories260K-q8_0.gguf
+if [ ! -r "$model" ]; then
+    echo "SKIP: ../shared absent: the server runs a random model made by mkmodel"
+    model="$tmp/tiny.gguf"
+    build/mkmodel --shape tiny --type q8_0 --seed 3 -o "$model" >/dev/null 2>&1 || { bad "mkmodel makes a model"; finish; }
+fi
+
+free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+start() {  # start PORT ARGS...: a server, waiting until it answers /health (with TBC_API_KEY's key, if any)
+    local port="$1"
+    shift
+    build/server -m "$model" --port "$port" -t 1 "$@" 2>"$tmp/server-$port.log" &
+    pids+=($!)
+    for _ in $(seq 200); do
+        curl -s -o /dev/null -w '%{http_code}' "localhost:$port/health" 2>/dev/null | grep -q '^[24]' && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# a worker and a server over it (tensor split, a long context so that an answer lasts until Stop), and a server with a key
+cluster() {  # a worker and a server over it, on free ports (another program may take a port first: then try again)
+    node_port="$(free_port)"
+    build/node --listen "127.0.0.1:$node_port" -t 1 -m "$model" 2>"$tmp/node-$node_port.log" &
+    pids+=($!)
+    for _ in $(seq 100); do grep -q "listening on" "$tmp/node-$node_port.log" 2>/dev/null && break; sleep 0.05; done
+    port="$(free_port)"
+    start "$port" --peers "127.0.0.1:$node_port" --split tensor --ctx 60000
+}
+for attempt in 1 2 3; do
+    cluster && break
+    echo "  (attempt $attempt: the cluster did not start: $(tail -qn 1 "$tmp/node-$node_port.log" "$tmp/server-$port.log" | tr '\n' ' '))"
+done
+curl -s "localhost:$port/health" >/dev/null
+check $? "a server over a 2-node cluster starts (port $port, worker $node_port)"
+key_port="$(free_port)"
+start "$key_port" --api-key web-s3cret
+check $? "a server with an API key starts (port $key_port)"
+[ "$failed" -eq 0 ] || { tail -n 3 "$tmp"/*.log; finish; }
+
+PW_DIR="$PW_DIR" CHROMIUM="$CHROMIUM" URL="http://127.0.0.1:$port" NODES=2 KEY_URL="http://127.0.0.1:$key_port" \
+    KEY=web-s3cret SHOTS="$shots" timeout 120 node tests/web/test_web.mjs 2>&1 | tee "$tmp/browser.out"
+rc="${PIPESTATUS[0]}"
+n_ok="$(grep -c '^  ok ' "$tmp/browser.out")"
+n_bad="$(grep -c '^FAIL: ' "$tmp/browser.out")"
+passed=$((passed + n_ok))
+failed=$((failed + n_bad))
+[ "$rc" -eq 0 ] || [ "$n_bad" -gt 0 ] || bad "the browser test exited with status $rc"
+[ "$n_ok" -gt 0 ] || bad "the browser test ran no check"
+finish
