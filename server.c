@@ -1,13 +1,15 @@
 // server.c - an OpenAI-compatible HTTP server around tbcluster.h: what embedding the library in a program takes.
 //
 //   build/server -m MODEL [--peers host:port,...] [--key-file F] [--host 127.0.0.1] [--port 8080] [--api-key KEY]
-//                [--ctx N] [--alias NAME] [--queue N] [-t N] [--split S] [--sync T] [--transport T]
+//                [--ctx N] [--parallel N] [--alias NAME] [--queue N] [-t N] [--split S] [--sync T] [--transport T]
 //
 // Endpoints: POST /v1/chat/completions and /v1/completions (whole, or streamed as server-sent events ending in
-// "data: [DONE]"), GET /v1/models, GET /health, GET /metrics (Prometheus text), GET /cluster (JSON: the nodes, what
-// each holds, each link's transport and traffic). HTTP is libmicrohttpd's, JSON is cJSON's (Debian packages); the
-// model, the cluster and generation are tbcluster's. One session serves requests one at a time; up to --queue more
-// wait for it, later ones get 503 with Retry-After. A client that goes away stops its generation.
+// "data: [DONE]"), GET /v1/models[/ID], GET /health, GET /metrics (Prometheus text), GET /cluster (JSON: the nodes,
+// what each holds, each link's transport and traffic), GET / (the web page: chat and cluster view).
+// HTTP is libmicrohttpd's, JSON is cJSON's (Debian packages); the model, the cluster and generation are tbcluster's.
+// Each request runs tbc_session_generate on its own thread: the session decodes up to --parallel of them together
+// (continuous batching), further ones wait for a sequence, and past --queue waiting ones get 503 with Retry-After.
+// A client that goes away stops its generation and frees its sequence.
 #define TBC_IMPLEMENTATION
 #include "tbcluster.h"
 
@@ -31,10 +33,9 @@ typedef struct server {
     tbc_session *session;
     const char *alias;
     const char *api_key;
-    int queue_limit;
-    pthread_mutex_t mu;           // one generation at a time
+    int queue_limit, parallel;
     pthread_mutex_t count_mu;
-    int waiting;                  // requests holding or waiting for the session
+    int waiting;                  // requests generating or waiting for a sequence
     long long requests, tokens;
     double last_ttft, last_tok_s;  // the last request's time to first token and decode speed
 } server;
@@ -79,7 +80,7 @@ static void queue_leave(void) {
 }
 
 typedef struct job {
-    cJSON *req;
+    cJSON *req, *joined;          // the request, and message texts joined from parts
     int chat, stream, include_usage;
     char id[40];
     long created;
@@ -96,7 +97,7 @@ typedef struct job {
     pthread_cond_t cv;
     char *out;
     size_t out_len, out_cap, sent;
-    int done, cancelled, started;
+    int done, cancelled, started, prefilled, sent_role;
     int fd;                       // the client's socket: a client gone away stops its generation
     unsigned checks;
     double t0, ttft;
@@ -151,11 +152,14 @@ static void job_event(job *j, const char *text, size_t len, const char *finish, 
         if (t) { memcpy(t, text, len); t[len] = 0; }
         if (j->chat) {
             cJSON *d = cJSON_AddObjectToObject(ch, "delta");
+            if (!j->sent_role) cJSON_AddStringToObject(d, "role", "assistant");  // the first chunk says who speaks
+            j->sent_role = 1;
             if (text) cJSON_AddStringToObject(d, "content", t ? t : "");
         } else {
             cJSON_AddStringToObject(ch, "text", t ? t : "");
         }
         free(t);
+        cJSON_AddNullToObject(ch, "logprobs");
         if (finish) cJSON_AddStringToObject(ch, "finish_reason", finish);
         else cJSON_AddNullToObject(ch, "finish_reason");
         cJSON_AddItemToArray(choices, ch);
@@ -165,14 +169,27 @@ static void job_event(job *j, const char *text, size_t len, const char *finish, 
     job_send_event(j, o);
 }
 
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// The first sampled token: the prompt was read, so a streamed answer may now send its status line.
+static void on_token(void *user, int32_t token) {
+    job *j = (job *)user;
+    (void)token;
+    if (j->prefilled) return;
+    pthread_mutex_lock(&j->mu);
+    j->prefilled = 1;
+    j->ttft = now() - j->t0;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
 static int on_text(void *user, const char *text, size_t len, int32_t token) {
     job *j = (job *)user;
     (void)token;
-    if (j->ttft == 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        j->ttft = (double)ts.tv_sec + ts.tv_nsec * 1e-9 - j->t0;
-    }
     if (j->fd >= 0 && (j->checks++ & 7) == 0) {  // has the client gone? (its end closed: a zero-byte read)
         char b;
         if (recv(j->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) j->cancelled = 1;
@@ -188,12 +205,8 @@ static const char *finish_reason(tbc_stop_reason r) {
 
 static void *job_main(void *arg) {
     job *j = (job *)arg;
-    pthread_mutex_lock(&S.mu);
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    j->t0 = (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+    j->t0 = now();
     if (!j->cancelled) j->rc = tbc_session_generate(S.session, &j->gd, &j->res);
-    pthread_mutex_unlock(&S.mu);
     if (j->rc == TBC_OK && j->res.n_generated > 1) {
         pthread_mutex_lock(&S.count_mu);
         S.last_ttft = j->ttft;
@@ -204,9 +217,9 @@ static void *job_main(void *arg) {
         job_event(j, "", 0, finish_reason(j->res.stop_reason), 0);
         if (j->include_usage) job_event(j, NULL, 0, NULL, 1);
         job_append(j, "data: [DONE]\n\n", 14);
-    } else if (j->stream) {  // the status line has gone: the error travels as an event
+    } else if (j->stream && j->prefilled) {  // the status line has gone: the error travels as an event
         cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
-        cJSON_AddStringToObject(e, "message", tbc_session_last_error(S.session)->message);
+        cJSON_AddStringToObject(e, "message", j->res.error.message);
         cJSON_AddStringToObject(e, "type", "server_error");
         job_send_event(j, o);
     }
@@ -231,6 +244,7 @@ static void job_free(job *j) {
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     cJSON_Delete(j->req);
+    cJSON_Delete(j->joined);
     free(j->messages);
     free(j->out);
     free(j);
@@ -251,6 +265,25 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
 }
 
 static void stream_free(void *cls) { job_free((job *)cls); }
+
+// Content given as parts ([{"type": "text", "text": ...}, ...]): the texts joined, as a string item kept in j->req.
+static cJSON *join_parts(job *j, cJSON *parts) {
+    size_t n = 1;
+    cJSON *p;
+    cJSON_ArrayForEach(p, parts) {
+        cJSON *type = cJSON_GetObjectItemCaseSensitive(p, "type"), *text = cJSON_GetObjectItemCaseSensitive(p, "text");
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") || !cJSON_IsString(text)) return NULL;
+        n += strlen(text->valuestring);
+    }
+    char *all = (char *)calloc(1, n);
+    if (!all) return NULL;
+    cJSON_ArrayForEach(p, parts) strcat(all, cJSON_GetObjectItemCaseSensitive(p, "text")->valuestring);
+    cJSON *joined = cJSON_CreateString(all);
+    free(all);
+    if (!j->joined) j->joined = cJSON_CreateArray();
+    if (!joined || !j->joined || !cJSON_AddItemToArray(j->joined, joined)) { cJSON_Delete(joined); return NULL; }
+    return joined;
+}
 
 // Reads the request's fields into j (the OpenAI names); NULL on success, else what is wrong.
 static const char *job_parse(job *j) {
@@ -280,6 +313,10 @@ static const char *job_parse(job *j) {
         if (!cJSON_IsNumber(v)) return "'seed' must be a number";
         sp->seed = (uint64_t)v->valuedouble;
     }
+    if ((v = cJSON_GetObjectItemCaseSensitive(r, "n")) && !cJSON_IsNull(v) && (!cJSON_IsNumber(v) || v->valuedouble != 1))
+        return "only 'n': 1 is supported";
+    if ((v = cJSON_GetObjectItemCaseSensitive(r, "logprobs")) && !cJSON_IsNull(v) && !cJSON_IsFalse(v))
+        return "'logprobs' is not supported";
     if ((v = cJSON_GetObjectItemCaseSensitive(r, "stream")) && !cJSON_IsNull(v)) {
         if (!cJSON_IsBool(v)) return "'stream' must be a boolean";
         j->stream = cJSON_IsTrue(v);
@@ -305,6 +342,7 @@ static const char *job_parse(job *j) {
         cJSON *m;
         cJSON_ArrayForEach(m, v) {
             cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role"), *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+            if (cJSON_IsArray(content) && !(content = join_parts(j, content))) return "content parts must be text parts";
             if (!cJSON_IsString(role) || !cJSON_IsString(content)) return "each message needs a 'role' and a 'content' string";
             j->messages[j->n_messages].role = role->valuestring;
             j->messages[j->n_messages++].content = content->valuestring;
@@ -333,7 +371,7 @@ static enum MHD_Result completions(struct MHD_Connection *c, const char *body, s
         return r;
     }
     pthread_mutex_lock(&S.count_mu);
-    int full = S.waiting > S.queue_limit;
+    int full = S.waiting >= S.parallel + S.queue_limit;
     if (!full) { S.waiting++; S.requests++; }
     pthread_mutex_unlock(&S.count_mu);
     if (full) { job_free(j); return error(c, 503, "server_error", "the server is busy: try again shortly"); }
@@ -350,6 +388,8 @@ static enum MHD_Result completions(struct MHD_Connection *c, const char *body, s
     j->gd.stop = j->stops;
     j->gd.n_stop = j->n_stops;
     j->gd.on_text = on_text;
+    j->gd.on_token = on_token;
+    j->gd.need_room = 1;  // max_tokens beyond the context is the client's error, as OpenAI has it
     j->gd.user = j;
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     j->fd = ci ? ci->connect_fd : -1;
@@ -360,21 +400,26 @@ static enum MHD_Result completions(struct MHD_Connection *c, const char *body, s
         job_free(j);
         return error(c, 500, "server_error", "cannot start a thread");
     }
-    if (j->stream) {
-        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, j, stream_free);
-        MHD_add_response_header(r, "Content-Type", "text/event-stream");
-        MHD_add_response_header(r, "Cache-Control", "no-cache");
-        enum MHD_Result ok = MHD_queue_response(c, MHD_HTTP_OK, r);
-        MHD_destroy_response(r);
-        return ok;
+    if (j->stream) {  // the status line waits for the prompt to be read: a prompt that fails gets its own status
+        pthread_mutex_lock(&j->mu);
+        while (!j->prefilled && !j->done) pthread_cond_wait(&j->cv, &j->mu);
+        int streaming = j->prefilled;
+        pthread_mutex_unlock(&j->mu);
+        if (streaming) {
+            struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, j, stream_free);
+            MHD_add_response_header(r, "Content-Type", "text/event-stream");
+            MHD_add_response_header(r, "Cache-Control", "no-cache");
+            enum MHD_Result ok = MHD_queue_response(c, MHD_HTTP_OK, r);
+            MHD_destroy_response(r);
+            return ok;
+        }
     }
     pthread_join(j->th, NULL);  // whole: wait here (this is the connection's own thread)
     j->started = 0;
     queue_leave();
     if (j->rc != TBC_OK) {
         unsigned status = j->rc == TBC_ERR_CONTEXT_FULL || j->rc == TBC_ERR_INVALID_ARGUMENT ? 400 : 500;
-        enum MHD_Result r = error(c, status, status == 400 ? "invalid_request_error" : "server_error",
-                                  tbc_session_last_error(S.session)->message);
+        enum MHD_Result r = error(c, status, status == 400 ? "invalid_request_error" : "server_error", j->res.error.message);
         job_free(j);
         return r;
     }
@@ -391,6 +436,7 @@ static enum MHD_Result completions(struct MHD_Connection *c, const char *body, s
     } else {
         cJSON_AddStringToObject(ch, "text", j->out ? j->out : "");
     }
+    cJSON_AddNullToObject(ch, "logprobs");
     cJSON_AddStringToObject(ch, "finish_reason", finish_reason(j->res.stop_reason));
     cJSON_AddItemToArray(choices, ch);
     add_usage(o, &j->res);
@@ -415,6 +461,11 @@ static enum MHD_Result cluster_view(struct MHD_Connection *c) {
     pthread_mutex_lock(&S.count_mu);
     cJSON_AddNumberToObject(o, "tokens_per_second", S.last_tok_s);
     cJSON_AddNumberToObject(o, "time_to_first_token", S.last_ttft);
+    int busy = 0, queued = 0;
+    tbc_session_generation_load(S.session, &busy, &queued);
+    cJSON_AddNumberToObject(o, "parallel", S.parallel);
+    cJSON_AddNumberToObject(o, "busy", busy);
+    cJSON_AddNumberToObject(o, "queued", S.waiting - busy > 0 ? S.waiting - busy : 0);
     pthread_mutex_unlock(&S.count_mu);
     int n = plan.n_nodes ? plan.n_nodes : 1, peer = 0;
     for (int i = 0; i < n; i++) {
@@ -452,6 +503,8 @@ static enum MHD_Result metrics(struct MHD_Connection *c) {
     size_t cap = 4096 + (size_t)st.n_peers * 400, n = 0;
     char *t = (char *)malloc(cap);
     if (!t) return error(c, 500, "server_error", "out of memory");
+    int busy = 0;
+    tbc_session_generation_load(S.session, &busy, NULL);
     pthread_mutex_lock(&S.count_mu);
     n += (size_t)snprintf(t + n, cap - n,
                           "# HELP tbc_requests_total Completion requests accepted.\n# TYPE tbc_requests_total counter\n"
@@ -460,11 +513,15 @@ static enum MHD_Result metrics(struct MHD_Connection *c) {
                           "tbc_tokens_generated_total %lld\n"
                           "# HELP tbc_requests_waiting Requests generating or queued.\n# TYPE tbc_requests_waiting gauge\n"
                           "tbc_requests_waiting %d\n"
+                          "# HELP tbc_sequences_busy Sequences generating (of --parallel).\n# TYPE tbc_sequences_busy gauge\n"
+                          "tbc_sequences_busy %d\n"
+                          "# HELP tbc_sequences Sequences decoded together (--parallel).\n# TYPE tbc_sequences gauge\n"
+                          "tbc_sequences %d\n"
                           "# HELP tbc_decode_tokens_per_second Decode speed of the last request.\n"
                           "# TYPE tbc_decode_tokens_per_second gauge\ntbc_decode_tokens_per_second %.3f\n"
                           "# HELP tbc_time_to_first_token_seconds Time to first token of the last request.\n"
                           "# TYPE tbc_time_to_first_token_seconds gauge\ntbc_time_to_first_token_seconds %.6f\n",
-                          S.requests, S.tokens, S.waiting, S.last_tok_s, S.last_ttft);
+                          S.requests, S.tokens, S.waiting, busy, S.parallel, S.last_tok_s, S.last_ttft);
     pthread_mutex_unlock(&S.count_mu);
     if (st.n_peers) {
         n += (size_t)snprintf(t + n, cap - n,
@@ -526,19 +583,26 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         MHD_destroy_response(r);
         return ok;
     }
-    if (!authorized(c)) return error(c, 401, "invalid_request_error", "missing or wrong API key (Authorization: Bearer)");
-    if (!strcmp(url, "/health") && !strcmp(method, "GET")) {
+    if (!strcmp(url, "/health") && !strcmp(method, "GET")) {  // open to load balancers and probes
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "status", "ok");
         return json(c, o);
     }
-    if (!strcmp(url, "/v1/models") && !strcmp(method, "GET")) {
-        cJSON *o = cJSON_CreateObject(), *d = cJSON_AddArrayToObject(o, "data"), *m = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "object", "list");
+    if (!strcmp(url, "/favicon.ico")) return reply(c, 204, "text/plain", strdup(""));
+    if (!authorized(c)) return error(c, 401, "invalid_request_error", "missing or wrong API key (Authorization: Bearer)");
+    if (!strncmp(url, "/v1/models", 10) && !strcmp(method, "GET")) {
+        cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "id", S.alias);
         cJSON_AddStringToObject(m, "object", "model");
         cJSON_AddNumberToObject(m, "created", 0);
         cJSON_AddStringToObject(m, "owned_by", "tbcluster");
+        if (url[10] == '/' && !strcmp(url + 11, S.alias)) return json(c, m);  // GET /v1/models/ID
+        if (url[10]) {
+            cJSON_Delete(m);
+            return error(c, 404, "invalid_request_error", "unknown model");
+        }
+        cJSON *o = cJSON_CreateObject(), *d = cJSON_AddArrayToObject(o, "data");
+        cJSON_AddStringToObject(o, "object", "list");
         cJSON_AddItemToArray(d, m);
         return json(c, o);
     }
@@ -564,9 +628,13 @@ static void request_done(void *cls, struct MHD_Connection *c, void **con_cls, en
 
 static void usage(FILE *f) {
     fprintf(f, "usage: server -m MODEL [--peers host:port,...] [--key-file F] [--host 127.0.0.1] [--port 8080]\n"
-               "              [--api-key KEY] [--ctx N] [--alias NAME] [--queue N] [-t N]\n"
+               "              [--api-key KEY] [--ctx N] [--parallel N] [--alias NAME] [--queue N] [-t N]\n"
                "              [--split auto|tensor|pipeline] [--sync f32|q8_0] [--transport auto|rdma|tcp]\n"
-               "Endpoints: POST /v1/chat/completions, /v1/completions; GET /v1/models, /health, /metrics, /cluster.\n"
+               "Endpoints: POST /v1/chat/completions, /v1/completions; GET /v1/models, /health, /metrics, /cluster,\n"
+               "and / (a chat page with a live view of the cluster).\n"
+               "--ctx N       context per sequence (default: the model's, at most 4096)\n"
+               "--parallel N  sequences decoded together in one forward pass (default 1); each has its own --ctx\n"
+               "--queue N     requests that may wait for a sequence (default 16); more get 503 with Retry-After\n"
                "--api-key (or TBC_API_KEY): clients send 'Authorization: Bearer KEY'.\n");
 }
 
@@ -578,6 +646,7 @@ int main(int argc, char **argv) {
     memset(&cd, 0, sizeof cd);
     S.alias = NULL;
     S.queue_limit = 16;
+    S.parallel = 1;
     S.api_key = getenv("TBC_API_KEY") && getenv("TBC_API_KEY")[0] ? getenv("TBC_API_KEY") : NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -593,6 +662,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--ctx")) n_ctx = atoi(v);
         else if (!strcmp(a, "--alias")) S.alias = v;
         else if (!strcmp(a, "--queue")) S.queue_limit = atoi(v);
+        else if (!strcmp(a, "--parallel")) S.parallel = atoi(v);
         else if (!strcmp(a, "-t")) threads = atoi(v);
         else if (!strcmp(a, "--split")) cd.split = !strcmp(v, "tensor") ? TBC_SPLIT_TENSOR : !strcmp(v, "pipeline") ? TBC_SPLIT_PIPELINE : TBC_SPLIT_AUTO;
         else if (!strcmp(a, "--sync")) cd.sync = !strcmp(v, "q8_0") ? TBC_SYNC_Q8_0 : TBC_SYNC_F32;
@@ -600,8 +670,9 @@ int main(int argc, char **argv) {
         else { fprintf(stderr, "server: unknown argument '%s' (see --help)\n", a); return 2; }
     }
     if (!model_path) { fprintf(stderr, "server: -m MODEL is required (see --help)\n"); return 2; }
-    if (port <= 0 || port > 65535 || n_ctx < 0 || threads < 0 || S.queue_limit < 0) {
-        fprintf(stderr, "server: --port, --ctx, --queue or -t out of range\n");
+    if (port <= 0 || port > 65535 || n_ctx < 0 || threads < 0 || S.queue_limit < 0 || S.parallel < 1 ||
+        S.parallel > TBC_MAX_SEQ) {
+        fprintf(stderr, "server: --port, --ctx, --parallel, --queue or -t out of range\n");
         return 2;
     }
     tbc_error err;
@@ -627,6 +698,7 @@ int main(int argc, char **argv) {
     memset(&sd, 0, sizeof sd);
     sd.model = S.model;
     sd.n_ctx = n_ctx;
+    sd.n_seq = S.parallel;
     sd.n_threads = threads;
     sd.cluster = cd.peers ? &cd : NULL;
     sd.logger = md.logger;
@@ -636,7 +708,6 @@ int main(int argc, char **argv) {
         tbc_model_destroy(S.model);
         return 1;
     }
-    pthread_mutex_init(&S.mu, NULL);
     pthread_mutex_init(&S.count_mu, NULL);
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);

@@ -434,6 +434,7 @@ typedef struct tbc_generate_desc {
     const int32_t *prompt_tokens;          // token ids as they are
     int64_t n_prompt_tokens;
     int max_tokens;                        // 0 = until end of generation or a full context
+    int need_room;                         // 1: TBC_ERR_CONTEXT_FULL unless prompt + max_tokens fit the context
     tbc_sampling sampling;
     const char *const *stop;               // stop strings (not included in the output)
     size_t n_stop;
@@ -8128,6 +8129,12 @@ TBC__DEF tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc
         rc = TBC_ERR_CONTEXT_FULL;
         tbc__error_set(&res.error, rc, "the prompt's %lld tokens do not fit: the context holds %d", (long long)n_prompt,
                        s->n_ctx);
+        goto done;
+    }
+    if (d->need_room && d->max_tokens > 0 && n_prompt + d->max_tokens > s->n_ctx) {
+        rc = TBC_ERR_CONTEXT_FULL;
+        tbc__error_set(&res.error, rc, "the prompt's %lld tokens and max_tokens %d do not fit: the context holds %d",
+                       (long long)n_prompt, d->max_tokens, s->n_ctx);
         goto done;
     }
     for (int64_t i = 0; i < n_prompt; i++) {

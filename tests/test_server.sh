@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/test_server.sh - build/server over HTTP with curl: the endpoints, whole and streamed (SSE) completions, usage
 # counts, each kind of bad request with its status and OpenAI-shaped error body, API keys, a full queue (503 with
-# Retry-After), a streaming client that goes away (the server frees the session for the next one), and a 2-node
+# Retry-After), --parallel (requests decoded together, queued past it, 503 past the queue), clients that go away,
+# half-sent requests, 300 mangled requests (tests/server_fuzz.py), and a 2-node
 # cluster behind the server. Prints "test_server: N passed, M failed". Run from the repository root.
 set -u
 cd "$(dirname "$0")/.."
@@ -92,7 +93,7 @@ check $? "a server with a long context starts"
 url="http://localhost:$((port + 4))"
 clients=()
 for i in 1 2; do
-    curl -s "$url/v1/completions" -d '{"prompt":"Once","max_tokens":100000,"temperature":1}' -o /dev/null &
+    curl -s "$url/v1/completions" -d '{"prompt":"Once","max_tokens":59000,"temperature":1}' -o /dev/null &
     clients+=($!)
     pids+=($!)
     sleep 0.3
@@ -105,14 +106,74 @@ code="$(curl -s -m 20 -o /dev/null -w '%{http_code}' "$url/v1/completions" -d '{
 [ "$code" = 200 ]; check $? "clients that went away freed the session: the next request gets $code"
 
 # a streaming client that disconnects mid-answer frees the session
-curl -sN -m 1 "$url/v1/completions" -d '{"prompt":"Once","max_tokens":100000,"stream":true}' >/dev/null 2>&1
+curl -sN -m 1 "$url/v1/completions" -d '{"prompt":"Once","max_tokens":59000,"stream":true}' >/dev/null 2>&1
 code="$(curl -s -m 20 -o /dev/null -w '%{http_code}' "$url/v1/completions" -d '{"prompt":"Once","max_tokens":4}')"
 [ "$code" = 200 ]; check $? "a streaming client that disconnected freed the session: next request $code"
+
+# --parallel 2: two requests decode together (both stream before either ends), a third waits for a sequence
+# (--queue 1), a fourth gets 503; /cluster and /metrics count them; a client that goes away frees its sequence
+start $((port + 5)) --parallel 2 --queue 1 --ctx 60000
+check $? "a server with --parallel 2 --queue 1 starts"
+purl="http://localhost:$((port + 5))"
+clients=()
+for i in 1 2 3; do
+    curl -sN "$purl/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":59000,"temperature":1,"stream":true}' >"$tmp/par$i" 2>/dev/null &
+    clients+=($!)
+    pids+=($!)
+    sleep 0.3
+done
+sleep 0.5
+s1="$(wc -c <"$tmp/par1")" s2="$(wc -c <"$tmp/par2")" s3="$(wc -c <"$tmp/par3")"
+sleep 0.5
+t1="$(wc -c <"$tmp/par1")" t2="$(wc -c <"$tmp/par2")" t3="$(wc -c <"$tmp/par3")"
+[ "$t1" -gt "$s1" ] && [ "$t2" -gt "$s2" ] && [ "$s3" -eq 0 ] && [ "$t3" -eq 0 ]
+check $? "--parallel 2: two answers grow at once ($s1 -> $t1, $s2 -> $t2 bytes), the third waits ($t3 bytes)"
+out="$(curl -s "$purl/cluster")"
+echo "$out" | grep -q '"parallel":2,"busy":2,"queued":1'; check $? "GET /cluster counts them: $(echo "$out" | grep -o '"parallel":[0-9]*,"busy":[0-9]*,"queued":[0-9]*')"
+curl -s "$purl/metrics" | grep -q '^tbc_sequences_busy 2$'; check $? "GET /metrics: tbc_sequences_busy 2"
+code="$(curl -s -D "$tmp/hdr" -o "$tmp/err" -w '%{http_code}' "$purl/v1/completions" -d '{"prompt":"Once","max_tokens":4}')"
+[ "$code" = 503 ] && grep -qi '^retry-after:' "$tmp/hdr"; check $? "past --parallel + --queue: $code with Retry-After"
+kill "${clients[0]}" 2>/dev/null
+for _ in $(seq 40); do [ "$(wc -c <"$tmp/par3")" -gt 0 ] && break; sleep 0.1; done
+[ "$(wc -c <"$tmp/par3")" -gt 0 ]; check $? "a client that went away freed its sequence: the waiting request streams"
+for p in "${clients[@]}"; do kill "$p" 2>/dev/null; done
+for _ in $(seq 40); do curl -s "$purl/cluster" | grep -q '"busy":0,"queued":0' && break; sleep 0.1; done
+curl -s "$purl/cluster" | grep -q '"busy":0,"queued":0'; check $? "every client gone: no sequence busy, none queued"
+# two greedy requests at once give what each gives alone
+answer() { sed 's/.*"text":"\([^"]*\)".*/\1/' "$@"; }
+a="$(curl -s "$purl/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":12,"temperature":0}' | answer)"
+b="$(curl -s "$purl/v1/completions" -d '{"prompt":"The dog","max_tokens":12,"temperature":0}' | answer)"
+curl -s "$purl/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":12,"temperature":0}' >"$tmp/c1" &
+p1=$!
+curl -s "$purl/v1/completions" -d '{"prompt":"The dog","max_tokens":12,"temperature":0}' >"$tmp/c2" &
+p2=$!
+wait "$p1" "$p2"
+c1="$(answer "$tmp/c1")" c2="$(answer "$tmp/c2")"
+[ -n "$a" ] && [ "$a" = "$c1" ] && [ "$b" = "$c2" ]; check $? "two greedy requests at once answer as alone: '$c1' / '$c2'"
+
+# slow or half-sent requests hold no sequence: with two stalled clients, requests still go through
+exec 5<>"/dev/tcp/127.0.0.1/$((port + 5))"
+printf 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"prompt":' >&5
+exec 6<>"/dev/tcp/127.0.0.1/$((port + 5))"
+printf 'POST /v1/chat/completions HTTP/1.1\r\nHo' >&6
+code="$(curl -s -m 10 -o /dev/null -w '%{http_code}' "$purl/v1/completions" -d '{"prompt":"Once","max_tokens":4}')"
+[ "$code" = 200 ]; check $? "two half-sent requests hold no sequence: the next request gets $code"
+exec 5>&- 6>&-
+
+# robustness: 300 mangled requests (truncated, wrong types, odd values, flipped bytes) each get 200 or a 4xx with
+# an error body, and the server stays up and correct
+python3 tests/server_fuzz.py "$((port + 5))" 300 >"$tmp/fuzz.out" 2>&1
+fz=$?
+code="$(curl -s -o /dev/null -w '%{http_code}' "$purl/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":12,"temperature":0}')"
+[ "$fz" -eq 0 ] && [ "$code" = 200 ]; check $? "300 mangled requests: $(tail -n 1 "$tmp/fuzz.out"); the server still answers ($code)"
+[ "$fz" -eq 0 ] || cat "$tmp/fuzz.out"
 
 # API keys
 start $((port + 1)) --api-key s3cret
 check $? "a server with an API key starts"
 expect 401 "no key" "http://localhost:$((port + 1))/v1/models"
+code="$(curl -s -o /dev/null -w '%{http_code}' "http://localhost:$((port + 1))/health")"
+[ "$code" = 200 ]; check $? "GET /health needs no key (probes): $code"
 expect 401 "a wrong key" "http://localhost:$((port + 1))/v1/models" -H "Authorization: Bearer s3creT"
 code="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer s3cret" "http://localhost:$((port + 1))/v1/models")"
 [ "$code" = 200 ]; check $? "the right key: $code"

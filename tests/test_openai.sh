@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# tests/test_openai.sh - the official OpenAI Node.js client (npm "openai", the version pinned in
+# tests/openai/package.json) against build/server over a 2-node cluster with an API key: tests/openai/test_openai.mjs
+# (models, chat and text completions whole and streamed, stop, seed, error classes, abort, two requests at once).
+# The client is installed once into ${XDG_CACHE_HOME:-~/.cache}/tbcluster/openai-node, shared by all clones; without
+# node, npm or the network this counts as a failure. Prints "test_openai: N passed, M failed". Run from the
+# repository root.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "  ok    $*"; }
+bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
+check() { if [ "$1" -eq 0 ]; then ok "$2"; else bad "$2"; fi; }  # check STATUS MESSAGE
+tmp="build/tests/openai-$$"
+mkdir -p "$tmp"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+finish() {  # the logs' tails when something failed, then the summary line and the exit status
+    if [ "$failed" -gt 0 ]; then
+        for f in "$tmp"/*.log; do
+            [ -s "$f" ] || continue
+            echo "--- tail of $(basename "$f"):"
+            tail -n 15 "$f" | sed 's/^/    /'
+        done
+    fi
+    echo "test_openai: $passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+    exit
+}
+
+# ---- the client: node, and openai@VERSION installed once into the shared cache ----
+if ! command -v node >/dev/null 2>&1; then
+    bad "node is missing: cannot run the OpenAI Node.js client"
+    finish
+fi
+version="$(node -p 'require("./tests/openai/package.json").dependencies.openai' 2>/dev/null)"
+[ -n "$version" ] || { bad "no openai version pinned in tests/openai/package.json"; finish; }
+dir="${XDG_CACHE_HOME:-$HOME/.cache}/tbcluster/openai-node"
+installed() { [ "$(node -p "require('$dir/node_modules/openai/package.json').version" 2>/dev/null)" = "$version" ]; }
+if ! installed; then
+    if ! command -v npm >/dev/null 2>&1; then
+        bad "npm is missing: cannot install the OpenAI Node.js client openai@$version"
+        finish
+    fi
+    mkdir -p "$dir"
+    (  # clones testing at once install it once
+        command -v flock >/dev/null 2>&1 && flock 9
+        installed || timeout 300 npm install --prefix "$dir" --save-exact --no-audit --no-fund --no-update-notifier \
+            --loglevel=error "openai@$version" </dev/null
+    ) 9>"$dir/.lock" >"$tmp/npm.log" 2>&1
+    if ! installed; then
+        bad "npm install openai@$version into $dir failed (no network?): $(grep -m 1 -i 'error' "$tmp/npm.log")"
+        finish
+    fi
+fi
+ok "the OpenAI Node.js client openai@$version (node $(node --version), in $dir)"
+
+# ---- the model and two 2-node clusters: a short context (256) and a long one (for the abort test) ----
+model=../shared/models/stories260K-q8_0.gguf
+if [ ! -r "$model" ]; then
+    echo "SKIP: ../shared absent: the server runs a random model made by mkmodel"
+    model="$tmp/tiny.gguf"
+    build/mkmodel --shape tiny --type q8_0 --seed 3 -o "$model" >/dev/null 2>&1 || { bad "mkmodel"; finish; }
+fi
+key="k-$$-$RANDOM"
+port=$((40000 + $$ % 20000))
+cluster() {  # cluster NAME NODE-PORT SERVER-PORT CTX: a worker node, then the server over it, waiting until it listens
+    build/node --listen "127.0.0.1:$2" -t 1 -m "$model" 2>"$tmp/$1-node.log" &
+    pids+=($!)
+    for _ in $(seq 100); do grep -q 'listening on' "$tmp/$1-node.log" && break; sleep 0.05; done
+    build/server -m "$model" --port "$3" -t 1 --peers "127.0.0.1:$2" --api-key "$key" --ctx "$4" 2>"$tmp/$1-server.log" &
+    pids+=($!)
+    for _ in $(seq 200); do
+        curl -s "localhost:$3/health" >/dev/null 2>&1 && grep -q 'cluster ready: 2 nodes' "$tmp/$1-server.log" && return 0
+        sleep 0.05
+    done
+    return 1
+}
+cluster short "$port" $((port + 1)) 256
+check $? "a server with --ctx 256 over a 2-node cluster starts"
+cluster long $((port + 2)) $((port + 3)) 60000
+check $? "a server with --ctx 60000 over a 2-node cluster starts"
+
+# ---- the client's checks ----
+TBC_URL="http://127.0.0.1:$((port + 1))/v1" TBC_URL_LONG="http://127.0.0.1:$((port + 3))/v1" TBC_API_KEY="$key" \
+    TBC_MODEL="$(basename "$model")" TBC_CTX=256 OPENAI_NODE_DIR="$dir" \
+    timeout 120 node tests/openai/test_openai.mjs >"$tmp/client.out" 2>"$tmp/client.log"
+rc=$?
+cat "$tmp/client.out"
+passed=$((passed + $(grep -c '^  ok ' "$tmp/client.out")))
+failed=$((failed + $(grep -c '^FAIL: ' "$tmp/client.out")))
+if [ "$rc" -ne 0 ] && ! grep -q '^FAIL: ' "$tmp/client.out"; then
+    bad "tests/openai/test_openai.mjs exited with status $rc$([ "$rc" -eq 124 ] && echo ' (timed out)')"
+fi
+finish
