@@ -6,7 +6,7 @@
 #   tests/test_NAME.sh -> run as they are, in the native pass (they use build/tests/relay and the tools)
 #
 # Every program is one C file that includes tbcluster.h, so each depends on the header. Variables you may set: CC, ARCH_FLAGS (default -march=native on
-# x86), CFLAGS, MODEL, PROMPT, FUZZ_SECONDS, JOBS, SHARED, NO_DEPS=1 (skip tools/deps.sh).
+# x86), CFLAGS, MODEL (make demo's model), FUZZ_SECONDS, JOBS, SHARED, NO_DEPS=1 (skip tools/deps.sh).
 
 CC ?= cc
 CXX ?= g++
@@ -97,12 +97,9 @@ SUBMAKE = $(MAKE) --no-print-directory $(if $(filter -j% --jobserver%,$(MAKEFLAG
 DEPS = $(if $(NO_DEPS),@true,@bash tools/deps.sh)
 
 MODEL ?=
-PROMPT ?= Once upon a time
-DEMO_MODEL = build/models/tinyllama-random-q4_0.gguf
-DEMO_VOCAB = $(SHARED)/vocab/ggml-vocab-llama-spm.gguf
 
 .PHONY: all tools examples tests asan x86 neon macos help test test-native test-asan test-x86 test-header \
-        test-neon test-macos test-rdma bench-rdma demo fuzz deps clean
+        test-neon test-macos test-rdma bench-rdma demo demo-stop fuzz deps clean
 
 # all: build the tools, examples and tests (native, -O2) into build/
 all: tools examples tests
@@ -207,30 +204,15 @@ bench-rdma:
 	@$(MAKE) --no-print-directory build/rdma/node build/rdma/bench $(RDMA_MODEL)
 	$(RDMA_VM) tests/rdma/bench.sh build/rdma/node $(RDMA_MODEL) build/rdma/bench
 
-# demo: install what is missing, build, and generate 64 tokens from MODEL (default: a random TinyLlama-shaped model)
+# demo: install what is missing, build, start two local nodes and the server over them (MODEL, default: Qwen2.5-0.5B-Instruct, pulled once), stream one chat answer, leave the server running
 demo:
 	$(DEPS) build
 	@$(SUBMAKE) tools
-ifeq ($(strip $(MODEL)),)
-	@mkdir -p build/models
-	@if [ -f $(DEMO_MODEL) ]; then \
-	    echo "== reusing $(DEMO_MODEL)"; \
-	 else \
-	    echo "== making $(DEMO_MODEL): TinyLlama-1.1B shape, Q4_0, RANDOM weights (once; reused afterwards)"; \
-	    if [ -f $(DEMO_VOCAB) ]; then vocab="--vocab $(DEMO_VOCAB)"; else vocab=""; fi; \
-	    build/mkmodel --shape tinyllama-1.1b --type q4_0 -o $(DEMO_MODEL).part $$vocab && \
-	    mv $(DEMO_MODEL).part $(DEMO_MODEL) || { rm -f $(DEMO_MODEL).part; exit 1; }; \
-	 fi
-	@echo
-	@echo "NOTE: $(DEMO_MODEL) has RANDOM weights, so the text below is random too."
-	@echo "      It shows the whole path works; run 'make demo MODEL=path/to/model.gguf' for a real model."
-	@echo
-	build/generate -m $(DEMO_MODEL) -p "$(PROMPT)" -n 64
-	@echo
-	@echo "NOTE: the weights were random: the text above means nothing."
-else
-	build/generate -m "$(MODEL)" -p "$(PROMPT)" -n 64
-endif
+	@bash tools/demo.sh $(MODEL)
+
+# demo-stop: stop the nodes and the server that make demo left running
+demo-stop:
+	@bash tools/demo.sh stop
 
 # fuzz: fuzz the GGUF parser, then the cluster protocol, with libFuzzer for FUZZ_SECONDS each (default 60)
 fuzz: build/fuzz/fuzz_gguf build/fuzz/fuzz_proto $(FUZZ_PROTO_MODEL)
