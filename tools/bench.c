@@ -1,5 +1,5 @@
 // bench: prefill and decode speed of one node, next to the memory bandwidth this machine measures in the same run.
-//   build/bench -m MODEL [-t THREADS] [-p 128] [-n 64] [-r 3] [--json]
+//   build/bench -m MODEL [-t THREADS] [-p 128] [-n 64] [-r 3] [--parallel N] [--json]
 #define TBC_IMPLEMENTATION
 #include "../tbcluster.h"
 
@@ -16,7 +16,7 @@ static double now(void) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: bench -m MODEL [-t THREADS] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-r REPEATS] [--json]\n"
+    fprintf(f, "usage: bench -m MODEL [-t THREADS] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-r REPEATS] [--parallel N] [--json]\n"
                "             [--peers host:port,... [--split tensor|pipeline] [--sync f32|q8_0] [--key-file F] [--no-local] [--transport auto|rdma|tcp] [--rdma-dev D] [--rdma-uc]]\n"
                "  prints prefill and decode tokens/s, weight bytes read per token, the effective GB/s, and the\n"
                "  memory read bandwidth measured in the same run (same thread count) with the ratio.\n"
@@ -62,7 +62,7 @@ static double measure_bandwidth(int threads, size_t bytes) {
 
 int main(int argc, char **argv) {
     const char *path = NULL;
-    int threads = 0, n_prompt = 128, n_gen = 64, reps = 3, json = 0;
+    int threads = 0, n_prompt = 128, n_gen = 64, reps = 3, json = 0, parallel = 1;
     tbc_cluster_desc cd;
     memset(&cd, 0, sizeof cd);
     static char key[4096];
@@ -104,6 +104,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-p")) n_prompt = (int)x;
         else if (!strcmp(a, "-n")) n_gen = (int)x;
         else if (!strcmp(a, "-r")) reps = x > 0 ? (int)x : 1;
+        else if (!strcmp(a, "--parallel")) parallel = x >= 1 && x <= TBC_MAX_SEQ ? (int)x : 1;
         else { fprintf(stderr, "bench: unknown argument '%s' (see --help)\n", a); return 2; }
     }
     if (!path) { fprintf(stderr, "bench: -m MODEL is required (see --help)\n"); return 2; }
@@ -125,6 +126,7 @@ int main(int argc, char **argv) {
     sd.n_ctx = n_prompt + n_gen + 8;
     sd.n_batch = n_prompt > 0 ? n_prompt : 1;
     sd.prefault = 1;
+    sd.n_seq = parallel;
     sd.error = &err;
     if (cd.peers) {
         size_t key_len = 0;
@@ -181,7 +183,33 @@ int main(int argc, char **argv) {
             n_peers = st1.n_peers;
         }
     }
-    double pf = pf_n ? pf_sum / pf_n : 0, dc = dc_n ? dc_sum / dc_n : 0;
+    // --parallel N: N sequences decoded together, one token each per forward pass (what a server with N clients does)
+    double par_sum = 0;
+    int par_n = 0;
+    if (parallel > 1 && n_gen > 0) {
+        int32_t *pt = (int32_t *)malloc(sizeof(int32_t) * (size_t)parallel * 2), *ps = pt + parallel;
+        for (int rep = -1; rep < reps; rep++) {
+            for (int q = 0; q < parallel; q++) {
+                tbc_session_seq_rewind(s, q, 0);
+                pt[q] = info.bos >= 0 ? info.bos : 1;
+                ps[q] = q;
+            }
+            double t0 = now();
+            for (int i = 0; i < n_gen; i++) {
+                if (tbc_session_decode(s, pt, ps, parallel) != TBC_OK) { fprintf(stderr, "bench: %s\n", tbc_session_last_error(s)->message); return 1; }
+                for (int q = 0; q < parallel; q++) {
+                    const float *lg = tbc_session_seq_logits(s, q);
+                    int32_t b = 0;
+                    for (int32_t k = 1; k < info.n_vocab; k++) if (lg[k] > lg[b]) b = k;
+                    pt[q] = (b + q) % info.n_vocab;  // the sequences take different paths
+                }
+            }
+            double dt = now() - t0;
+            if (rep >= 0) { par_sum += (double)n_gen * parallel / dt; par_n++; }
+        }
+        free(pt);
+    }
+    double pf = pf_n ? pf_sum / pf_n : 0, dc = dc_n ? dc_sum / dc_n : 0, par = par_n ? par_sum / par_n : 0;
     double gb_tok = (double)si.streamed_bytes / 1e9;
     double eff = dc * gb_tok;
     tbc_session_destroy(s);
@@ -195,14 +223,17 @@ int main(int argc, char **argv) {
     if (json) {
         printf("{\"model\":\"%s\",\"type\":\"%s\",\"threads\":%d,\"n_prompt\":%d,\"n_gen\":%d,\"prefill_tok_s\":%.3f,"
                "\"decode_tok_s\":%.3f,\"bytes_per_token\":%llu,\"effective_gb_s\":%.3f,\"memory_gb_s\":%.3f,"
-               "\"ratio\":%.3f}\n", path, tn ? tn : "?", threads, n_prompt, n_gen, pf, dc,
-               (unsigned long long)si.streamed_bytes, eff, bw, bw > 0 ? eff / bw : 0);
+               "\"ratio\":%.3f,\"parallel\":%d,\"parallel_tok_s\":%.3f}\n", path, tn ? tn : "?", threads, n_prompt, n_gen,
+               pf, dc, (unsigned long long)si.streamed_bytes, eff, bw, bw > 0 ? eff / bw : 0, parallel, par);
     } else {
         printf("model        %s (%s, %s, %d layers, dim %d, %.0f MiB)\n", path, info.arch, tn ? tn : "?", info.n_layer,
                info.n_embd, (double)info.file_bytes / 1048576.0);
         printf("threads      %d (load %.2f s)\n", threads, t_load);
         printf("prefill      %8.2f tok/s   (%d tokens, mean of %d)\n", pf, n_prompt, pf_n);
         printf("decode       %8.2f tok/s   (%d tokens, mean of %d)\n", dc, n_gen, dc_n);
+        if (par_n)
+            printf("decode x%-3d  %8.2f tok/s   (%d sequences decoded together, all of them; %.2fx one sequence)\n",
+                   parallel, par, parallel, dc > 0 ? par / dc : 0);
         printf("weights      %8.1f MB read per decoded token\n", gb_tok * 1e3);
         printf("effective    %8.2f GB/s    (decode tok/s x bytes per token)\n", eff);
         printf("memory read  %8.2f GB/s    (measured now, %d threads, 1 GiB buffer)\n", bw, threads);
