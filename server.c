@@ -38,6 +38,8 @@ typedef struct server {
     int waiting;                  // requests generating or waiting for a sequence
     long long requests, tokens;
     double last_ttft, last_tok_s;  // the last request's time to first token and decode speed
+    long long per_second[8];       // tokens sampled in each of the last 8 seconds (all requests), for the live speed
+    long second[8];
 } server;
 
 static server S;
@@ -175,10 +177,24 @@ static double now(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-// The first sampled token: the prompt was read, so a streamed answer may now send its status line.
+// Tokens per second over the last two whole seconds, every request together. Under count_mu.
+static double live_speed(void) {
+    long t = (long)now();
+    long long n = 0;
+    for (int i = 0; i < 8; i++) n += S.second[i] >= t - 2 && S.second[i] < t ? S.per_second[i] : 0;
+    return (double)n / 2.0;
+}
+
+// Each sampled token counts towards the live speed; the first one also means the prompt was read, so a streamed
+// answer may now send its status line.
 static void on_token(void *user, int32_t token) {
     job *j = (job *)user;
     (void)token;
+    long t = (long)now();
+    pthread_mutex_lock(&S.count_mu);
+    if (S.second[t & 7] != t) { S.second[t & 7] = t; S.per_second[t & 7] = 0; }
+    S.per_second[t & 7]++;
+    pthread_mutex_unlock(&S.count_mu);
     if (j->prefilled) return;
     pthread_mutex_lock(&j->mu);
     j->prefilled = 1;
@@ -445,9 +461,10 @@ static enum MHD_Result completions(struct MHD_Connection *c, const char *body, s
 }
 
 // ---- the cluster: who holds what, each link's transport and traffic ----
+static tbc_cluster_plan plan;  // (large) filled under plan_mu
+static pthread_mutex_t plan_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static enum MHD_Result cluster_view(struct MHD_Connection *c) {
-    static tbc_cluster_plan plan;  // (large) filled under the lock below
-    static pthread_mutex_t plan_mu = PTHREAD_MUTEX_INITIALIZER;
     tbc_cluster_stats st;
     tbc_shard_info own;
     pthread_mutex_lock(&plan_mu);
@@ -459,7 +476,8 @@ static enum MHD_Result cluster_view(struct MHD_Connection *c) {
     cJSON_AddStringToObject(o, "split", plan.n_nodes == 0 ? "none" : plan.split == TBC_SPLIT_TENSOR ? "tensor" : "pipeline");
     cJSON_AddStringToObject(o, "reason", plan.reason);
     pthread_mutex_lock(&S.count_mu);
-    cJSON_AddNumberToObject(o, "tokens_per_second", S.last_tok_s);
+    cJSON_AddNumberToObject(o, "tokens_per_second", S.last_tok_s);  // the last request's decode speed
+    cJSON_AddNumberToObject(o, "live_tokens_per_second", live_speed());  // every request, the last two seconds
     cJSON_AddNumberToObject(o, "time_to_first_token", S.last_ttft);
     int busy = 0, queued = 0;
     tbc_session_generation_load(S.session, &busy, &queued);
@@ -500,7 +518,7 @@ static enum MHD_Result cluster_view(struct MHD_Connection *c) {
 static enum MHD_Result metrics(struct MHD_Connection *c) {
     tbc_cluster_stats st;
     tbc_session_cluster_stats(S.session, &st);
-    size_t cap = 4096 + (size_t)st.n_peers * 400, n = 0;
+    size_t cap = 4096 + (size_t)(st.n_peers + 1) * 1000, n = 0;
     char *t = (char *)malloc(cap);
     if (!t) return error(c, 500, "server_error", "out of memory");
     int busy = 0;
@@ -520,8 +538,10 @@ static enum MHD_Result metrics(struct MHD_Connection *c) {
                           "# HELP tbc_decode_tokens_per_second Decode speed of the last request.\n"
                           "# TYPE tbc_decode_tokens_per_second gauge\ntbc_decode_tokens_per_second %.3f\n"
                           "# HELP tbc_time_to_first_token_seconds Time to first token of the last request.\n"
-                          "# TYPE tbc_time_to_first_token_seconds gauge\ntbc_time_to_first_token_seconds %.6f\n",
-                          S.requests, S.tokens, S.waiting, busy, S.parallel, S.last_tok_s, S.last_ttft);
+                          "# TYPE tbc_time_to_first_token_seconds gauge\ntbc_time_to_first_token_seconds %.6f\n"
+                          "# HELP tbc_live_tokens_per_second Tokens sampled per second, all requests, the last 2 s.\n"
+                          "# TYPE tbc_live_tokens_per_second gauge\ntbc_live_tokens_per_second %.3f\n",
+                          S.requests, S.tokens, S.waiting, busy, S.parallel, S.last_tok_s, S.last_ttft, live_speed());
     pthread_mutex_unlock(&S.count_mu);
     if (st.n_peers) {
         n += (size_t)snprintf(t + n, cap - n,
@@ -537,7 +557,23 @@ static enum MHD_Result metrics(struct MHD_Connection *c) {
                                   i + 1, (unsigned long long)st.bytes_sent[i], i + 1,
                                   (unsigned long long)st.bytes_received[i], i + 1, st.rdma[i]);
     }
-    (void)n;
+    pthread_mutex_lock(&plan_mu);  // each node's share and memory
+    tbc_session_get_plan(S.session, &plan);
+    if (plan.n_nodes) {
+        n += (size_t)snprintf(t + n, cap - n, "# HELP tbc_node_weight_bytes Weights each node holds.\n"
+                              "# TYPE tbc_node_weight_bytes gauge\n# TYPE tbc_node_kv_bytes gauge\n"
+                              "# TYPE tbc_node_memory_offered_bytes gauge\n");
+        for (int i = 0; i < plan.n_nodes && i < 64 && cap - n > 400; i++) {
+            const tbc_plan_node *N = &plan.nodes[i];
+            n += (size_t)snprintf(t + n, cap - n, "tbc_node_weight_bytes{node=\"%s\",rank=\"%d\"} %llu\n"
+                                  "tbc_node_kv_bytes{node=\"%s\",rank=\"%d\"} %llu\n"
+                                  "tbc_node_memory_offered_bytes{node=\"%s\",rank=\"%d\"} %llu\n",
+                                  N->addr, N->rank, (unsigned long long)N->shard.weight_bytes, N->addr, N->rank,
+                                  (unsigned long long)N->shard.kv_bytes, N->addr, N->rank,
+                                  (unsigned long long)N->mem_usable);
+        }
+    }
+    pthread_mutex_unlock(&plan_mu);
     return reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4", t);
 }
 

@@ -131,6 +131,8 @@ check $? "--parallel 2: two answers grow at once ($s1 -> $t1, $s2 -> $t2 bytes),
 out="$(curl -s "$purl/cluster")"
 echo "$out" | grep -q '"parallel":2,"busy":2,"queued":1'; check $? "GET /cluster counts them: $(echo "$out" | grep -o '"parallel":[0-9]*,"busy":[0-9]*,"queued":[0-9]*')"
 curl -s "$purl/metrics" | grep -q '^tbc_sequences_busy 2$'; check $? "GET /metrics: tbc_sequences_busy 2"
+live="$(curl -s "$purl/cluster" | grep -o '"live_tokens_per_second":[0-9.]*')"
+echo "$live" | grep -q ':[0-9]*[1-9]'; check $? "the live speed counts both answers: $live"
 code="$(curl -s -D "$tmp/hdr" -o "$tmp/err" -w '%{http_code}' "$purl/v1/completions" -d '{"prompt":"Once","max_tokens":4}')"
 [ "$code" = 503 ] && grep -qi '^retry-after:' "$tmp/hdr"; check $? "past --parallel + --queue: $code with Retry-After"
 kill "${clients[0]}" 2>/dev/null
@@ -193,8 +195,10 @@ echo "$out" | grep -q '"split":"tensor"' && [ "$(echo "$out" | grep -o '"weight_
 check $? "GET /cluster: 2 nodes, their shares, the link's transport and traffic ($(echo "$out" | cut -c1-100)...)"
 out="$(curl -s "http://localhost:$((port + 3))/metrics")"
 echo "$out" | grep -q '^tbc_requests_total 1$' && echo "$out" | grep -q '^tbc_link_bytes_sent_total{peer="1"} [1-9]' &&
-    echo "$out" | grep -q '^# TYPE tbc_tokens_generated_total counter$' && echo "$out" | grep -q '^tbc_decode_tokens_per_second [0-9.]*[1-9]'
-check $? "GET /metrics: Prometheus text with requests, tokens/s and per-link bytes"
+    echo "$out" | grep -q '^# TYPE tbc_tokens_generated_total counter$' && echo "$out" | grep -q '^tbc_decode_tokens_per_second [0-9.]*[1-9]' &&
+    echo "$out" | grep -q '^tbc_node_weight_bytes{node="local",rank="0"} [1-9]' &&
+    echo "$out" | grep -q '^tbc_node_memory_offered_bytes{node="127.0.0.1:[0-9]*",rank="1"} [1-9]'
+check $? "GET /metrics: Prometheus text with requests, tokens/s, per-link bytes and per-node shares"
 out="$(curl -s "$url/cluster" 2>/dev/null; curl -s "http://localhost:$port/cluster")"
 echo "$out" | grep -q '"split":"none".*"address":"local"'; check $? "GET /cluster on one node: the local node"
 
