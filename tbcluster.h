@@ -6645,7 +6645,8 @@ struct tbc_session {
     pthread_mutex_t gen_mu;
     pthread_cond_t gen_cv;
     struct tbc__slot *slots;
-    int stepping, waiting, next_fill;
+    int stepping, next_fill;
+    int busy, waiting;              // slots held, callers waiting for one (changed under gen_mu, read without it)
     int32_t *gen_tok, *gen_seq;     // the batch being built (n_batch each)
 };
 
@@ -7937,19 +7938,16 @@ static void tbc__gen_free(tbc_session *s) {
     TBC_FREE(s->gen_tok);
 }
 
+// Without gen_mu, which a running batch holds: a monitoring thread gets its answer at once.
 TBC__DEF void tbc_session_generation_load(tbc_session *s, int *busy, int *waiting) {
-    int b = 0;
-    pthread_mutex_lock(&s->gen_mu);
-    for (int q = 0; q < s->n_seq; q++) b += s->slots[q].state != TBC__SLOT_FREE;
-    if (waiting) *waiting = s->waiting;
-    pthread_mutex_unlock(&s->gen_mu);
-    if (busy) *busy = b;
+    if (busy) *busy = __atomic_load_n(&s->busy, __ATOMIC_RELAXED);
+    if (waiting) *waiting = __atomic_load_n(&s->waiting, __ATOMIC_RELAXED);
 }
 
 // Takes a free slot (waiting for one): the one whose cached tokens share the longest start with the prompt, else
 // the longest unused. Returns the sequence and how many prompt tokens it already holds. Under gen_mu.
 static int tbc__slot_take(tbc_session *s, const int32_t *prompt, int64_t n, int64_t *keep) {
-    s->waiting++;
+    __atomic_add_fetch(&s->waiting, 1, __ATOMIC_RELAXED);
     for (;;) {
         int best = -1;
         int64_t best_len = -1;
@@ -7961,7 +7959,8 @@ static int tbc__slot_take(tbc_session *s, const int32_t *prompt, int64_t n, int6
             if (len > best_len || (len == best_len && sl->used < s->slots[best].used)) { best = q; best_len = len; }
         }
         if (best >= 0) {
-            s->waiting--;
+            __atomic_sub_fetch(&s->waiting, 1, __ATOMIC_RELAXED);
+            __atomic_add_fetch(&s->busy, 1, __ATOMIC_RELAXED);
             s->slots[best].state = TBC__SLOT_OWN;
             s->slots[best].done = 0;  // not sampling yet: batches don't wait for it
             *keep = best_len < n ? best_len : n - 1;  // the last prompt token is read again, for its logits
@@ -8221,6 +8220,7 @@ done:
         pthread_mutex_lock(&s->gen_mu);
         s->slots[q].state = TBC__SLOT_FREE;
         s->slots[q].used = tbc__now();
+        __atomic_sub_fetch(&s->busy, 1, __ATOMIC_RELAXED);
         pthread_cond_broadcast(&s->gen_cv);
         pthread_mutex_unlock(&s->gen_mu);
     }
