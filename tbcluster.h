@@ -8073,6 +8073,7 @@ TBC__DEF tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc
     double t0 = 0;
     int q = -1;
     int64_t keep = 0;
+    tbc__slot *sl = NULL;
     for (size_t i = 0; i < d->n_stop; i++) {
         if (!d->stop[i] || !d->stop[i][0]) {
             tbc__error_set(&res.error, TBC_ERR_INVALID_ARGUMENT, "stop string %zu is empty", i);
@@ -8153,7 +8154,7 @@ TBC__DEF tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc
     // 2. a sequence, and the part of the prompt it does not hold yet
     pthread_mutex_lock(&s->gen_mu);
     q = tbc__slot_take(s, prompt, n_prompt, &keep);
-    tbc__slot *sl = &s->slots[q];
+    sl = &s->slots[q];
     tbc_session_seq_rewind(s, q, keep);
     if (sl->cap < s->n_ctx) {  // its token history, allocated on first use
         TBC_FREE(sl->hist);
