@@ -99,7 +99,8 @@ typedef struct job {
     pthread_cond_t cv;
     char *out;
     size_t out_len, out_cap, sent;
-    int done, cancelled, started, prefilled, sent_role;
+    int done, started, prefilled, sent_role;
+    volatile int cancelled;       // the client went away: the library stops (or stops waiting for a sequence)
     int fd;                       // the client's socket: a client gone away stops its generation
     unsigned checks;
     double t0, ttft;
@@ -203,13 +204,30 @@ static void on_token(void *user, int32_t token) {
     pthread_mutex_unlock(&j->mu);
 }
 
+// Has the client gone? Its end closed: a zero-byte read.
+static void check_client(job *j) {
+    char b;
+    if (j->fd >= 0 && recv(j->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) j->cancelled = 1;
+}
+
+// Waits (the connection's thread) until the job is done or, with until_prefilled, until its prompt was read; looks
+// at the client every 100 ms meanwhile, so one that leaves while queued or during a long prompt stops it.
+static void job_wait(job *j, int until_prefilled) {
+    pthread_mutex_lock(&j->mu);
+    while (!j->done && !(until_prefilled && j->prefilled)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000;
+        if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+        if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) != 0) check_client(j);
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
 static int on_text(void *user, const char *text, size_t len, int32_t token) {
     job *j = (job *)user;
     (void)token;
-    if (j->fd >= 0 && (j->checks++ & 7) == 0) {  // has the client gone? (its end closed: a zero-byte read)
-        char b;
-        if (recv(j->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) j->cancelled = 1;
-    }
+    if ((j->checks++ & 7) == 0) check_client(j);
     if (j->stream) job_event(j, text, len, NULL, 0);
     else job_append(j, text, len);
     return j->cancelled;
@@ -406,6 +424,7 @@ static enum MHD_Result completions(struct MHD_Connection *c, const char *body, s
     j->gd.on_text = on_text;
     j->gd.on_token = on_token;
     j->gd.need_room = 1;  // max_tokens beyond the context is the client's error, as OpenAI has it
+    j->gd.cancel = &j->cancelled;
     j->gd.user = j;
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     j->fd = ci ? ci->connect_fd : -1;
@@ -417,8 +436,8 @@ static enum MHD_Result completions(struct MHD_Connection *c, const char *body, s
         return error(c, 500, "server_error", "cannot start a thread");
     }
     if (j->stream) {  // the status line waits for the prompt to be read: a prompt that fails gets its own status
+        job_wait(j, 1);
         pthread_mutex_lock(&j->mu);
-        while (!j->prefilled && !j->done) pthread_cond_wait(&j->cv, &j->mu);
         int streaming = j->prefilled;
         pthread_mutex_unlock(&j->mu);
         if (streaming) {
@@ -430,7 +449,8 @@ static enum MHD_Result completions(struct MHD_Connection *c, const char *body, s
             return ok;
         }
     }
-    pthread_join(j->th, NULL);  // whole: wait here (this is the connection's own thread)
+    job_wait(j, 0);  // whole: wait here (this is the connection's own thread)
+    pthread_join(j->th, NULL);
     j->started = 0;
     queue_leave();
     if (j->rc != TBC_OK) {

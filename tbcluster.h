@@ -442,6 +442,8 @@ typedef struct tbc_generate_desc {
     tbc_logits_fn on_logits;
     void (*on_token)(void *user, int32_t token);   // every sampled token (also the end-of-generation one)
     void *user;
+    const volatile int *cancel;            // optional: set nonzero (from any thread) to stop: while waiting for a
+                                           // sequence that is TBC_ERR_CANCELLED, later it ends the text (STOP_CALLBACK)
 } tbc_generate_desc;
 
 typedef struct tbc_generate_result {
@@ -7946,9 +7948,13 @@ TBC__DEF void tbc_session_generation_load(tbc_session *s, int *busy, int *waitin
 
 // Takes a free slot (waiting for one): the one whose cached tokens share the longest start with the prompt, else
 // the longest unused. Returns the sequence and how many prompt tokens it already holds. Under gen_mu.
-static int tbc__slot_take(tbc_session *s, const int32_t *prompt, int64_t n, int64_t *keep) {
+static int tbc__slot_take(tbc_session *s, const int32_t *prompt, int64_t n, int64_t *keep, const volatile int *cancel) {
     __atomic_add_fetch(&s->waiting, 1, __ATOMIC_RELAXED);
     for (;;) {
+        if (cancel && *cancel) {
+            __atomic_sub_fetch(&s->waiting, 1, __ATOMIC_RELAXED);
+            return -1;
+        }
         int best = -1;
         int64_t best_len = -1;
         for (int q = 0; q < s->n_seq; q++) {
@@ -7966,7 +7972,15 @@ static int tbc__slot_take(tbc_session *s, const int32_t *prompt, int64_t n, int6
             *keep = best_len < n ? best_len : n - 1;  // the last prompt token is read again, for its logits
             return best;
         }
-        pthread_cond_wait(&s->gen_cv, &s->gen_mu);
+        if (!cancel) {
+            pthread_cond_wait(&s->gen_cv, &s->gen_mu);
+            continue;
+        }
+        struct timespec ts;  // a caller that may cancel looks at its flag every 20 ms
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 20000000;
+        if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+        pthread_cond_timedwait(&s->gen_cv, &s->gen_mu, &ts);
     }
 }
 
@@ -8153,7 +8167,13 @@ TBC__DEF tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc
     for (int64_t i = 0; i < n_prompt; i++) tbc_sampler_accept(smp, prompt[i]);
     // 2. a sequence, and the part of the prompt it does not hold yet
     pthread_mutex_lock(&s->gen_mu);
-    q = tbc__slot_take(s, prompt, n_prompt, &keep);
+    q = tbc__slot_take(s, prompt, n_prompt, &keep, d->cancel);
+    if (q < 0) {
+        pthread_mutex_unlock(&s->gen_mu);
+        rc = TBC_ERR_CANCELLED;
+        tbc__error_set(&res.error, rc, "cancelled while waiting for a free sequence");
+        goto done;
+    }
     sl = &s->slots[q];
     tbc_session_seq_rewind(s, q, keep);
     if (sl->cap < s->n_ctx) {  // its token history, allocated on first use
@@ -8208,7 +8228,7 @@ TBC__DEF tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc
         memmove(pending, pending + emit, pend_n - emit);
         pend_n -= emit;
         if (found) { res.stop_reason = TBC_STOP_STRING; break; }
-        if (stop_cb) { res.stop_reason = TBC_STOP_CALLBACK; break; }
+        if (stop_cb || (d->cancel && *d->cancel)) { res.stop_reason = TBC_STOP_CALLBACK; break; }
         if (tbc_session_seq_pos(s, q) >= s->n_ctx) { res.stop_reason = TBC_STOP_CONTEXT; break; }
         if ((rc = tbc__gen_read(s, q, &tok, 1, &res.error)) != TBC_OK) goto done;
     }

@@ -19,6 +19,8 @@ typedef struct run {
     int max_tokens;
     float temperature;
     uint64_t seed;
+    volatile int cancel;
+    int use_cancel;
     char text[2048];
     size_t len;
     tbc_result rc;
@@ -46,6 +48,7 @@ static void *run_main(void *arg) {
     gd.sampling.seed = r->seed;
     gd.on_text = on_text;
     gd.user = r;
+    if (r->use_cancel) gd.cancel = &r->cancel;
     r->len = 0;
     r->text[0] = 0;
     r->rc = tbc_session_generate(r->s, &gd, &r->res);
@@ -176,6 +179,40 @@ int main(void) {
         CHECK(tbc_session_seq_logits(s, 9) == NULL, "no logits for sequence 9");
     }
     tbc_session_destroy(s);
+
+    // cancel: a caller waiting for the only sequence gives up (TBC_ERR_CANCELLED), the one generating stops
+    tbc_session *c1 = open_session(m, 1, 4096);
+    if (c1) {
+        static run longr, waiter;
+        memset(&longr, 0, sizeof longr);
+        memset(&waiter, 0, sizeof waiter);
+        longr.s = waiter.s = c1;
+        longr.prompt = waiter.prompt = "Once upon a time";
+        longr.max_tokens = 4000;
+        longr.temperature = waiter.temperature = 1.0f;
+        longr.use_cancel = waiter.use_cancel = 1;
+        pthread_t a, b;
+        pthread_create(&a, NULL, run_main, &longr);
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+        pthread_create(&b, NULL, run_main, &waiter);
+        nanosleep(&ts, NULL);
+        int busy = 0, waiting = 0;
+        tbc_session_generation_load(c1, &busy, &waiting);
+        CHECK(busy == 1 && waiting == 1, "one generates, one waits (%d, %d)", busy, waiting);
+        waiter.cancel = 1;
+        pthread_join(b, NULL);
+        CHECK(waiter.rc == TBC_ERR_CANCELLED && waiter.res.n_generated == 0, "the waiting caller gives up: %s",
+              waiter.res.error.message);
+        longr.cancel = 1;
+        pthread_join(a, NULL);
+        CHECK(longr.rc == TBC_OK && longr.res.stop_reason == TBC_STOP_CALLBACK && longr.res.n_generated < 4000,
+              "the generating one stops (%lld tokens, reason %d)", (long long)longr.res.n_generated,
+              (int)longr.res.stop_reason);
+        tbc_session_generation_load(c1, &busy, &waiting);
+        CHECK(busy == 0 && waiting == 0, "and nothing is left busy or waiting");
+        tbc_session_destroy(c1);
+    }
     tbc_model_destroy(m);
     printf("test_batch: %d passed, %d failed\n", passed, failed);
     return failed != 0;

@@ -135,9 +135,16 @@ live="$(curl -s "$purl/cluster" | grep -o '"live_tokens_per_second":[0-9.]*')"
 echo "$live" | grep -q ':[0-9]*[1-9]'; check $? "the live speed counts both answers: $live"
 code="$(curl -s -D "$tmp/hdr" -o "$tmp/err" -w '%{http_code}' "$purl/v1/completions" -d '{"prompt":"Once","max_tokens":4}')"
 [ "$code" = 503 ] && grep -qi '^retry-after:' "$tmp/hdr"; check $? "past --parallel + --queue: $code with Retry-After"
+kill "${clients[2]}" 2>/dev/null  # the queued one gives up: its place in the queue is freed
+for _ in $(seq 40); do curl -s "$purl/cluster" | grep -q '"busy":2,"queued":0' && break; sleep 0.1; done
+curl -s "$purl/cluster" | grep -q '"busy":2,"queued":0'; check $? "a queued client that went away left the queue"
+curl -sN "$purl/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":59000,"temperature":1,"stream":true}' >"$tmp/par4" 2>/dev/null &
+clients+=($!)
+pids+=($!)
+sleep 0.5
 kill "${clients[0]}" 2>/dev/null
-for _ in $(seq 40); do [ "$(wc -c <"$tmp/par3")" -gt 0 ] && break; sleep 0.1; done
-[ "$(wc -c <"$tmp/par3")" -gt 0 ]; check $? "a client that went away freed its sequence: the waiting request streams"
+for _ in $(seq 40); do [ "$(wc -c <"$tmp/par4")" -gt 0 ] && break; sleep 0.1; done
+[ "$(wc -c <"$tmp/par4")" -gt 0 ]; check $? "a client that went away freed its sequence: the waiting request streams"
 for p in "${clients[@]}"; do kill "$p" 2>/dev/null; done
 for _ in $(seq 40); do curl -s "$purl/cluster" | grep -q '"busy":0,"queued":0' && break; sleep 0.1; done
 curl -s "$purl/cluster" | grep -q '"busy":0,"queued":0'; check $? "every client gone: no sequence busy, none queued"
