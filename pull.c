@@ -43,62 +43,25 @@ static void usage(FILE *f) {
           f);
 }
 
-// ---- SHA-256 (FIPS 180-4) ----
-// tbcluster.h has a faster one (SHA-NI, ARMv8 SHA2) but keeps it private; reading a file back needs only this.
-static const uint32_t K256[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
-    0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
-    0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
-    0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
-    0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819,
-    0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
-    0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-    0xc67178f2};
-#define ROR(x, n) ((x) >> (n) | (x) << (32 - (n)))
-
-static void sha256_block(uint32_t h[8], const uint8_t *p) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-    for (int i = 16; i < 64; i++)
-        w[i] = w[i - 16] + (ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ w[i - 15] >> 3) + w[i - 7] +
-               (ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ w[i - 2] >> 10);
-    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = k + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K256[i] + w[i];
-        uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        k = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
-    }
-    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += k;
-}
-
-// The SHA-256 of a whole file as 64 lowercase hex digits; -1 (errno set) if it cannot be read.
+// The SHA-256 of a whole file as 64 lowercase hex digits (tbcluster.h's, with the CPU's SHA instructions); -1
+// (errno set) if it cannot be read.
 static int sha256_file(const char *path, char hex[65]) {
-    static uint8_t buf[1 << 20];  // a multiple of 64: only the last read leaves a partial block
-    uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    uint64_t total = 0;
-    size_t n, full;
+    static uint8_t buf[1 << 20];
+    uint8_t out[32];
+    tbc_sha256 c;
+    size_t n;
     FILE *f = fopen(path, "rb");
     struct stat st;
     if (!f) return -1;
-    if (fstat(fileno(f), &st) == 0 && st.st_size > ((int64_t)1 << 30))  // ~4 s a GiB: say why we are quiet
+    if (fstat(fileno(f), &st) == 0 && st.st_size > ((int64_t)4 << 30))  // about a second a GiB: say why we are quiet
         fprintf(stderr, "pull: computing the sha256 of %s (%.1f GiB)\n", path, (double)st.st_size / (1 << 30));
-    do {
-        n = fread(buf, 1, sizeof buf, f);
-        total += n;
-        full = n / 64 * 64;
-        for (size_t i = 0; i < full; i += 64) sha256_block(h, buf + i);
-    } while (n == sizeof buf);
+    tbc_sha256_init(&c);
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) tbc_sha256_update(&c, buf, n);
     int failed = ferror(f);
     fclose(f);
     if (failed) return -1;
-    uint8_t tail[128] = {0};  // the rest, the 0x80 marker, zeros, and the length in bits, big-endian
-    size_t rest = n - full, len = rest + 9 <= 64 ? 64 : 128;
-    memcpy(tail, buf + full, rest);
-    tail[rest] = 0x80;
-    for (int i = 0; i < 8; i++) tail[len - 1 - i] = (uint8_t)(total * 8 >> (8 * i));
-    for (size_t i = 0; i < len; i += 64) sha256_block(h, tail + i);
-    for (int i = 0; i < 8; i++) snprintf(hex + 8 * i, 9, "%08x", (unsigned)h[i]);
+    tbc_sha256_final(&c, out);
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", out[i]);
     return 0;
 }
 

@@ -305,6 +305,18 @@ typedef struct tbc_cluster_plan {
 // variable TBC_CLUSTER_KEY; *len = 0 when path is NULL and the variable is unset. At most cap bytes.
 TBC_API tbc_result tbc_cluster_key_load(const char *path, void *buf, size_t cap, size_t *len, tbc_error *error);
 
+// SHA-256 (FIPS 180-4), with the CPU's SHA instructions where it has them (x86 SHA-NI, ARMv8 SHA2): what the cluster
+// uses to check shards, for programs that verify downloads. Feed the data in pieces of any size.
+typedef struct tbc_sha256 {
+    uint32_t h[8];
+    uint64_t n_bytes;
+    uint8_t buf[64];
+    uint32_t n_buf;
+} tbc_sha256;
+TBC_API void tbc_sha256_init(tbc_sha256 *c);
+TBC_API void tbc_sha256_update(tbc_sha256 *c, const void *data, size_t n);
+TBC_API void tbc_sha256_final(tbc_sha256 *c, uint8_t out[32]);
+
 // A worker: serves coordinators one after another until *stop becomes nonzero. Blocks.
 typedef struct tbc_node_desc {
     const char *listen;           // "HOST:PORT"; without a key only a loopback address unless insecure
@@ -5627,12 +5639,7 @@ TBC__CHAT_UNUSED static tbc_result tbc__chat_render(const char *name, const char
 #endif
 
 // Incremental state. Named _ctx because a typedef and the one-shot function tbc__sha256() cannot share a name.
-typedef struct tbc__sha256_ctx {
-    uint32_t h[8];      // chaining state A..H
-    uint64_t n_bytes;   // total message length so far
-    uint8_t buf[64];    // partial block
-    uint32_t n_buf;     // bytes used in buf, always < 64
-} tbc__sha256_ctx;
+typedef tbc_sha256 tbc__sha256_ctx;  // h: chaining state A..H; n_bytes: length so far; buf: partial block, n_buf < 64
 
 // First 32 bits of the fractional parts of the cube roots of the first 64 primes (FIPS 180-4 4.2.2).
 static const uint32_t tbc__sha256_k[64] = {
@@ -5871,6 +5878,10 @@ static TBC__CRYPTO_UNUSED void tbc__sha256_final(tbc__sha256_ctx *c, uint8_t out
     for (i = 0; i < 8; i++) tbc__store_be32(out + 4 * i, c->h[i]);
     tbc__wipe(c, sizeof *c);
 }
+
+TBC__DEF void tbc_sha256_init(tbc_sha256 *c) { tbc__sha256_init(c); }
+TBC__DEF void tbc_sha256_update(tbc_sha256 *c, const void *data, size_t n) { tbc__sha256_update(c, data, n); }
+TBC__DEF void tbc_sha256_final(tbc_sha256 *c, uint8_t out[32]) { tbc__sha256_final(c, out); }
 
 static TBC__CRYPTO_UNUSED void tbc__sha256(const void *data, size_t n, uint8_t out[32]) {
     tbc__sha256_ctx c;
@@ -6659,6 +6670,7 @@ typedef struct tbc__slot {
     int state;                    // FREE, OWN (held: preparing or sampling), PENDING (tokens to read), READY (logits)
     const int32_t *in;            // tokens to read, n_in of them, done so far
     int64_t n_in, done;
+    const volatile int *cancel;   // the caller's flag: a prompt being read stops between batches
     tbc_result rc;
     tbc_error err;
     int32_t *hist;                // the tokens in the sequence's KV cache, for prompt reuse: the first n_hist are known
@@ -7997,6 +8009,11 @@ static void tbc__gen_batch(tbc_session *s) {
             sl->rc = TBC_ERR_PEER_LOST;
             tbc__error_set(&sl->err, sl->rc, "the cluster lost a peer during this request; start a new one");
             sl->state = TBC__SLOT_READY;
+        } else if (sl->cancel && *sl->cancel && sl->n_in > 1) {  // a prompt no one waits for any more
+            sl->rc = TBC_ERR_CANCELLED;
+            tbc__error_set(&sl->err, sl->rc, "cancelled while reading the prompt (%lld of %lld tokens read)",
+                           (long long)sl->done, (long long)sl->n_in);
+            sl->state = TBC__SLOT_READY;
         } else if (n < s->n_batch) {
             s->gen_tok[n] = sl->in[sl->done];
             s->gen_seq[n++] = q;
@@ -8175,6 +8192,7 @@ TBC__DEF tbc_result tbc_session_generate(tbc_session *s, const tbc_generate_desc
         goto done;
     }
     sl = &s->slots[q];
+    sl->cancel = d->cancel;
     tbc_session_seq_rewind(s, q, keep);
     if (sl->cap < s->n_ctx) {  // its token history, allocated on first use
         TBC_FREE(sl->hist);

@@ -213,6 +213,44 @@ int main(void) {
         CHECK(busy == 0 && waiting == 0, "and nothing is left busy or waiting");
         tbc_session_destroy(c1);
     }
+    // cancel while a long prompt is read (one row per batch, so thousands of batches): it stops between batches, with
+    // part of the prompt read
+    tbc_session_desc sd;
+    memset(&sd, 0, sizeof sd);
+    sd.model = m;
+    sd.n_ctx = 8192;
+    sd.n_batch = 1;
+    sd.n_threads = 1;
+    tbc_session *c2 = NULL;
+    tbc_session_create(&sd, &c2);
+    if (c2) {
+        static char longp[80000];
+        static run pr;
+        longp[0] = 0;
+        for (int i = 0; i < 1500; i++) strcat(longp, "Lily and Ben ");
+        memset(&pr, 0, sizeof pr);
+        pr.s = c2;
+        pr.prompt = longp;
+        pr.max_tokens = 4;
+        pr.use_cancel = 1;
+        pthread_t a;
+        pthread_create(&a, NULL, run_main, &pr);
+        for (int k = 0; k < 100000 && __atomic_load_n(&c2->seq_pos[0], __ATOMIC_RELAXED) < 40; k++) {
+            struct timespec ts = {0, 20000};
+            nanosleep(&ts, NULL);
+        }
+        pr.cancel = 1;
+        pthread_join(a, NULL);
+        printf("  cancelled prompt: %s\n", pr.res.error.message);
+        CHECK(pr.rc == TBC_ERR_CANCELLED && pr.res.n_generated == 0 && tbc_session_seq_pos(c2, 0) < pr.res.n_prompt,
+              "a long prompt stops between batches: %s (%lld of %lld in the cache)", pr.res.error.message,
+              (long long)tbc_session_seq_pos(c2, 0), (long long)pr.res.n_prompt);
+        run after = alone[2][0];
+        after.s = c2;
+        run_main(&after);
+        CHECK(after.rc == TBC_OK && !strcmp(after.text, alone[2][0].text), "and the session goes on as before");
+        tbc_session_destroy(c2);
+    }
     tbc_model_destroy(m);
     printf("test_batch: %d passed, %d failed\n", passed, failed);
     return failed != 0;

@@ -126,6 +126,13 @@ static void test_sha256_vectors(void) {
         tbc__sha256_final(&c, d);
         check_hex(d, 32, million_a, "sha256 one million 'a' (1000-byte updates)");
     }
+    {  // the public names (what build/pull uses): pieces of 4093 bytes, a prime, so the blocks fall anywhere
+        tbc_sha256 c;
+        tbc_sha256_init(&c);
+        for (i = 0; i < 1000000; i += 4093) tbc_sha256_update(&c, a + i, 1000000 - i < 4093 ? 1000000 - i : 4093);
+        tbc_sha256_final(&c, d);
+        check_hex(d, 32, million_a, "sha256 one million 'a' (tbc_sha256_update, 4093-byte pieces)");
+    }
     sha256_with(tbc__sha256_blocks_ref, a, 1000000, d);
     check_hex(d, 32, million_a, "sha256 one million 'a' (portable blocks)");
     free(a);
