@@ -288,11 +288,11 @@ build/examples/%: examples/%.c $(HEADER_DEPS) build/.stamp-native
 	@mkdir -p $(@D) && rm -f $@
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
-build/tests/%: tests/%.c $(HEADER_DEPS) build/.stamp-native
+build/tests/%: tests/%.c tests/check.h $(HEADER_DEPS) build/.stamp-native
 	@mkdir -p $(@D) && rm -f $@
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 
-build/asan/tests/%: tests/%.c $(HEADER_DEPS) build/.stamp-asan
+build/asan/tests/%: tests/%.c tests/check.h $(HEADER_DEPS) build/.stamp-asan
 	@mkdir -p $(@D) && rm -f $@
 	$(ASAN_CC) $(ASAN_CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
 

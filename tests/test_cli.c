@@ -5,8 +5,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
-static int passed, failed;
-#define CHECK(cond, ...) do { if (cond) passed++; else { failed++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
+#include "check.h"
 
 typedef struct run { int status; char out[65536]; char err[4096]; } run;
 

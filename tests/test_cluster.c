@@ -12,8 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int passed, failed;
-#define CHECK(cond, ...) do { if (cond) passed++; else { failed++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
+#include "check.h"
 
 typedef struct node { pid_t pid; int port; char log[256]; } node;
 static const char *node_extra[4];  // more build/node arguments for the next node_start (NULL-terminated)

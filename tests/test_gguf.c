@@ -8,8 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int passed, failed;
-#define CHECK(cond, ...) do { if (cond) passed++; else { failed++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
+#include "check.h"
 
 // ---- a small GGUF writer with knobs for breaking things ----
 typedef struct buf { uint8_t *p; size_t n, cap; } buf;

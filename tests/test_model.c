@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int passed, failed, skipped;
-#define CHECK(cond, ...) do { if (cond) passed++; else { failed++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
+static int skipped;
+#include "check.h"
 
 static const char *shared = "../shared";
 
