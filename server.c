@@ -694,6 +694,18 @@ static void usage(FILE *f) {
                "--api-key (or TBC_API_KEY): clients send 'Authorization: Bearer KEY'.\n");
 }
 
+// A whole number in [lo, hi] for option a, else a message and 0.
+static int int_arg(const char *a, const char *v, long lo, long hi, int *out) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "server: %s expects a whole number from %ld to %ld, got '%s'\n", a, lo, hi, v);
+        return 0;
+    }
+    *out = (int)x;
+    return 1;
+}
+
 int main(int argc, char **argv) {
     const char *model_path = NULL, *host = "127.0.0.1", *key_file = NULL;
     int port = 8080, n_ctx = 0, threads = 0;
@@ -713,24 +725,19 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--peers")) cd.peers = v;
         else if (!strcmp(a, "--key-file")) key_file = v;
         else if (!strcmp(a, "--host")) host = v;
-        else if (!strcmp(a, "--port")) port = atoi(v);
+        else if (!strcmp(a, "--port")) { if (!int_arg(a, v, 1, 65535, &port)) return 2; }
         else if (!strcmp(a, "--api-key")) S.api_key = v;
-        else if (!strcmp(a, "--ctx")) n_ctx = atoi(v);
+        else if (!strcmp(a, "--ctx")) { if (!int_arg(a, v, 1, 1 << 24, &n_ctx)) return 2; }
         else if (!strcmp(a, "--alias")) S.alias = v;
-        else if (!strcmp(a, "--queue")) S.queue_limit = atoi(v);
-        else if (!strcmp(a, "--parallel")) S.parallel = atoi(v);
-        else if (!strcmp(a, "-t")) threads = atoi(v);
+        else if (!strcmp(a, "--queue")) { if (!int_arg(a, v, 0, 100000, &S.queue_limit)) return 2; }
+        else if (!strcmp(a, "--parallel")) { if (!int_arg(a, v, 1, TBC_MAX_SEQ, &S.parallel)) return 2; }
+        else if (!strcmp(a, "-t")) { if (!int_arg(a, v, 1, 256, &threads)) return 2; }
         else if (!strcmp(a, "--split")) cd.split = !strcmp(v, "tensor") ? TBC_SPLIT_TENSOR : !strcmp(v, "pipeline") ? TBC_SPLIT_PIPELINE : TBC_SPLIT_AUTO;
         else if (!strcmp(a, "--sync")) cd.sync = !strcmp(v, "q8_0") ? TBC_SYNC_Q8_0 : TBC_SYNC_F32;
         else if (!strcmp(a, "--transport")) cd.transport = !strcmp(v, "rdma") ? TBC_TRANSPORT_RDMA : !strcmp(v, "tcp") ? TBC_TRANSPORT_TCP : TBC_TRANSPORT_AUTO;
         else { fprintf(stderr, "server: unknown argument '%s' (see --help)\n", a); return 2; }
     }
     if (!model_path) { fprintf(stderr, "server: -m MODEL is required (see --help)\n"); return 2; }
-    if (port <= 0 || port > 65535 || n_ctx < 0 || threads < 0 || S.queue_limit < 0 || S.parallel < 1 ||
-        S.parallel > TBC_MAX_SEQ) {
-        fprintf(stderr, "server: --port, --ctx, --parallel, --queue or -t out of range\n");
-        return 2;
-    }
     tbc_error err;
     size_t key_len = 0;
     if (cd.peers && tbc_cluster_key_load(key_file, key, sizeof key, &key_len, &err) != TBC_OK) {

@@ -35,6 +35,11 @@ start() {  # start PORT ARGS...: a server, waiting until it listens
     done
     return 1
 }
+# bad arguments: exit 2 with a message naming the option
+out="$(build/server -m "$model" --parallel abc 2>&1)"; rc=$?
+[ "$rc" = 2 ] && echo "$out" | grep -q -- "--parallel expects a whole number"; check $? "a bad --parallel: exit $rc, '$out'"
+out="$(build/server -m "$model" --ctx 12x 2>&1)"; rc=$?
+[ "$rc" = 2 ] && echo "$out" | grep -q -- "--ctx expects"; check $? "a bad --ctx: exit $rc"
 port=$((20000 + $$ % 20000))
 start "$port"
 check $? "the server starts"
