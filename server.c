@@ -230,7 +230,7 @@ static int on_text(void *user, const char *text, size_t len, int32_t token) {
     if ((j->checks++ & 7) == 0) check_client(j);
     if (j->stream) job_event(j, text, len, NULL, 0);
     else job_append(j, text, len);
-    return j->cancelled;
+    return 0;  // a client gone away stops the generation through gd.cancel
 }
 
 static const char *finish_reason(tbc_stop_reason r) {
@@ -240,7 +240,7 @@ static const char *finish_reason(tbc_stop_reason r) {
 static void *job_main(void *arg) {
     job *j = (job *)arg;
     j->t0 = now();
-    if (!j->cancelled) j->rc = tbc_session_generate(S.session, &j->gd, &j->res);
+    j->rc = tbc_session_generate(S.session, &j->gd, &j->res);  // (TBC_ERR_CANCELLED at once if the client left)
     if (j->rc == TBC_OK && j->res.n_generated > 1) {
         pthread_mutex_lock(&S.count_mu);
         S.last_ttft = j->ttft;
@@ -300,7 +300,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
 
 static void stream_free(void *cls) { job_free((job *)cls); }
 
-// Content given as parts ([{"type": "text", "text": ...}, ...]): the texts joined, as a string item kept in j->req.
+// Content given as parts ([{"type": "text", "text": ...}, ...]): the texts joined, as a string kept in j->joined.
 static cJSON *join_parts(job *j, cJSON *parts) {
     size_t n = 1;
     cJSON *p;
@@ -344,7 +344,8 @@ static const char *job_parse(job *j) {
         else *num[k].i = (int)v->valuedouble;
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(r, "seed")) && !cJSON_IsNull(v)) {
-        if (!cJSON_IsNumber(v)) return "'seed' must be a number";
+        if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble >= 18446744073709551616.0)
+            return "'seed' must be a number from 0 to 2^64 - 1";
         sp->seed = (uint64_t)v->valuedouble;
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(r, "n")) && !cJSON_IsNull(v) && (!cJSON_IsNumber(v) || v->valuedouble != 1))
@@ -499,8 +500,8 @@ static enum MHD_Result cluster_view(struct MHD_Connection *c) {
     cJSON_AddNumberToObject(o, "tokens_per_second", S.last_tok_s);  // the last request's decode speed
     cJSON_AddNumberToObject(o, "live_tokens_per_second", live_speed());  // every request, the last two seconds
     cJSON_AddNumberToObject(o, "time_to_first_token", S.last_ttft);
-    int busy = 0, queued = 0;
-    tbc_session_generation_load(S.session, &busy, &queued);
+    int busy = 0;  // (requests admitted but not generating yet are queued, whether or not they reached the library)
+    tbc_session_generation_load(S.session, &busy, NULL);
     cJSON_AddNumberToObject(o, "parallel", S.parallel);
     cJSON_AddNumberToObject(o, "busy", busy);
     cJSON_AddNumberToObject(o, "queued", S.waiting - busy > 0 ? S.waiting - busy : 0);

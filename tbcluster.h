@@ -3181,6 +3181,16 @@ static double tbc__now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+// Waits on cv (mu held) until it is signalled or seconds pass.
+static void tbc__cond_wait_for(pthread_cond_t *cv, pthread_mutex_t *mu, double seconds) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);  // (the clock pthread_cond_timedwait uses by default)
+    long ns = ts.tv_nsec + (long)((seconds - (double)(time_t)seconds) * 1e9);
+    ts.tv_sec += (time_t)seconds + ns / 1000000000;
+    ts.tv_nsec = ns % 1000000000;
+    pthread_cond_timedwait(cv, mu, &ts);
+}
+
 // >>model file
 // A view of bytes in the file; not NUL-terminated.
 typedef struct tbc__str {
@@ -6674,7 +6684,7 @@ typedef struct tbc__slot {
     tbc_result rc;
     tbc_error err;
     int32_t *hist;                // the tokens in the sequence's KV cache, for prompt reuse: the first n_hist are known
-    int64_t cap, n_hist;          // (tbc_session_decode by the caller cuts n_hist back to where it appended)
+    int64_t cap, n_hist;          // (every batch cuts n_hist back to where it appends; generations then record theirs)
     double used;                  // when it was last released: ties go to the longest unused
 } tbc__slot;
 
@@ -6723,6 +6733,29 @@ static int tbc__own(tbc_session *s, void *buf) {
     return 1;
 }
 
+// n bytes of the model file at off into dst (pread until done); 0, or the errno (EIO at an unexpected end of file).
+static int tbc__read_at(const tbc_model *m, void *dst, size_t n, uint64_t off) {
+    size_t done = 0;
+    while (done < n) {
+        ssize_t got = pread(m->map.fd, (uint8_t *)dst + done, n - done, (off_t)(off + done));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return got < 0 ? errno : EIO;
+        done += (size_t)got;
+    }
+    return 0;
+}
+
+// A copied column slice of rows rows, ldw bytes each (data NULL while only estimating).
+static void tbc__mat_slice(tbc_session *s, tbc__mat *out, tbc_type type, int64_t cols, int64_t rows, size_t ldw,
+                           const void *data) {
+    out->type = type;
+    out->cols = cols;
+    out->rows = rows;
+    out->ldw = ldw;
+    out->data = (const uint8_t *)data;
+    s->shard.copied_bytes += ldw * (size_t)rows;
+}
+
 // A column range that does not fall on quantization blocks (a tensor split finer than a block): the rows are read
 // whole and the slice kept as F32. Only small models (head size below a block) need this.
 static tbc_result tbc__mat_cols_f32(tbc_session *s, const tbc__tensor *t, int64_t c0, int64_t c1, tbc__mat *out,
@@ -6730,12 +6763,7 @@ static tbc_result tbc__mat_cols_f32(tbc_session *s, const tbc__tensor *t, int64_
     size_t full = tbc__row_bytes(t->type, t->ne[0]);
     int64_t rows = t->ne[1], cols = c1 - c0;
     if (s->dry) {
-        memset(out, 0, sizeof *out);
-        out->type = TBC_TYPE_F32;
-        out->cols = cols;
-        out->rows = rows;
-        out->ldw = sizeof(float) * (size_t)cols;
-        s->shard.copied_bytes += out->ldw * (size_t)rows;
+        tbc__mat_slice(s, out, TBC_TYPE_F32, cols, rows, sizeof(float) * (size_t)cols, NULL);
         s->shard.widened_bytes += out->ldw * (size_t)rows;
         return tbc__note_range(s, t->offset, t->bytes, 0, 1) ? TBC_OK : TBC_ERR_OUT_OF_MEMORY;
     }
@@ -6750,30 +6778,19 @@ static tbc_result tbc__mat_cols_f32(tbc_session *s, const tbc__tensor *t, int64_
     tbc_result rc = TBC_OK;
     if (!tbc__note_range(s, t->offset, t->bytes, 0, 1)) rc = TBC_ERR_OUT_OF_MEMORY;
     for (int64_t r = 0; r < rows && !rc; r++) {
-        size_t done = 0;
-        while (done < full) {
-            ssize_t got = pread(s->model->map.fd, raw + done, full - done, (off_t)(t->offset + (uint64_t)r * full + done));
-            if (got < 0 && errno == EINTR) continue;
-            if (got <= 0) {
-                rc = TBC_ERR_IO;
-                tbc__error_set(err, rc, "reading tensor '%s' failed", t->name_z);
-                break;
-            }
-            done += (size_t)got;
+        int e = tbc__read_at(s->model, raw, full, t->offset + (uint64_t)r * full);
+        if (e) {
+            rc = TBC_ERR_IO;
+            tbc__error_set(err, rc, "reading tensor '%s' failed: %s", t->name_z, strerror(e));
+            break;
         }
-        if (rc) break;
         tbc__dequantize(t->type, raw, row, t->ne[0]);
         memcpy(buf + r * cols, row + c0, sizeof(float) * (size_t)cols);
     }
     TBC_FREE(row);
     TBC_FREE(raw);
     if (rc) return rc;
-    out->type = TBC_TYPE_F32;
-    out->cols = cols;
-    out->rows = rows;
-    out->ldw = sizeof(float) * (size_t)cols;
-    out->data = (const uint8_t *)buf;
-    s->shard.copied_bytes += out->ldw * (size_t)rows;
+    tbc__mat_slice(s, out, TBC_TYPE_F32, cols, rows, sizeof(float) * (size_t)cols, buf);
     if (t->type != TBC_TYPE_F32) s->shard.widened_bytes += out->ldw * (size_t)rows;
     return TBC_OK;
 }
@@ -6791,48 +6808,28 @@ static tbc_result tbc__mat_cols(tbc_session *s, const tbc__tensor *t, int64_t c0
     size_t skip = tbc__row_bytes(t->type, c0), part = tbc__row_bytes(t->type, c1 - c0);
     int64_t rows = t->ne[1];
     if (s->dry) {
-        out->type = t->type;
-        out->cols = c1 - c0;
-        out->rows = rows;
-        out->ldw = part;
-        out->data = NULL;
-        s->shard.copied_bytes += part * (size_t)rows;
+        tbc__mat_slice(s, out, t->type, c1 - c0, rows, part, NULL);
         return tbc__note_range(s, t->offset + skip, part, full, (uint64_t)rows) ? TBC_OK : TBC_ERR_OUT_OF_MEMORY;
     }
     uint8_t *buf = (uint8_t *)TBC_MALLOC(part * (size_t)rows);
-    void **owned = (void **)TBC_REALLOC(s->owned, sizeof(void *) * (size_t)(s->n_owned + 1));
-    if (owned) s->owned = owned;
-    if (!buf || !owned) {
+    if (!buf || !tbc__own(s, buf)) {
         TBC_FREE(buf);
         tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "no memory for a slice of '%s'", t->name_z);
         return TBC_ERR_OUT_OF_MEMORY;
     }
-    s->owned[s->n_owned++] = buf;
-    const tbc__mapping *mp = &s->model->map;
     if (!tbc__note_range(s, t->offset + skip, part, full, (uint64_t)rows)) {
         tbc__error_set(err, TBC_ERR_OUT_OF_MEMORY, "no memory");
         return TBC_ERR_OUT_OF_MEMORY;
     }
     for (int64_t r = 0; r < rows; r++) {
-        uint64_t at = t->offset + (uint64_t)r * full + skip;
-        size_t done = 0;
-        while (done < part) {
-            ssize_t got = pread(mp->fd, buf + (size_t)r * part + done, part - done, (off_t)(at + done));
-            if (got <= 0) {
-                if (got < 0 && errno == EINTR) continue;
-                tbc__error_set(err, TBC_ERR_IO, "reading a slice of tensor '%s' failed: %s", t->name_z,
-                               got < 0 ? strerror(errno) : "unexpected end of file");
-                return TBC_ERR_IO;
-            }
-            done += (size_t)got;
+        int e = tbc__read_at(s->model, buf + (size_t)r * part, part, t->offset + (uint64_t)r * full + skip);
+        if (e) {
+            tbc__error_set(err, TBC_ERR_IO, "reading a slice of tensor '%s' failed: %s", t->name_z,
+                           e == EIO ? "unexpected end of file or I/O error" : strerror(e));
+            return TBC_ERR_IO;
         }
     }
-    out->type = t->type;
-    out->cols = c1 - c0;
-    out->rows = rows;
-    out->ldw = part;
-    out->data = buf;
-    s->shard.copied_bytes += part * (size_t)rows;
+    tbc__mat_slice(s, out, t->type, c1 - c0, rows, part, buf);
     return TBC_OK;
 }
 
@@ -7616,6 +7613,7 @@ static tbc_result tbc__decode(tbc_session *s, const int32_t *tokens, const int32
         s->n_out = 0;
         for (int64_t t = 0; t < nb; t++) {
             int q = seq ? seq[b + t] : 0;
+            if (s->slots[q].n_hist > s->seq_pos[q]) s->slots[q].n_hist = s->seq_pos[q];  // what generations knew ends here
             s->row_seq[t] = q;
             s->row_pos[t] = (int32_t)s->seq_pos[q]++;
             if (last[q] == b + t) s->out_row[s->n_out++] = (int32_t)t;
@@ -7690,10 +7688,6 @@ static tbc_result tbc__decode_check(tbc_session *s, const int32_t *tokens, const
 TBC__DEF tbc_result tbc_session_decode(tbc_session *s, const int32_t *tokens, const int32_t *seq, int64_t n) {
     tbc_result rc = tbc__decode_check(s, tokens, seq, n);
     if (rc != TBC_OK) return rc;
-    for (int64_t i = 0; i < n; i++) {  // what generations remember of these sequences ends where this appends
-        int q = seq ? seq[i] : 0;
-        if (s->slots[q].n_hist > s->seq_pos[q]) s->slots[q].n_hist = s->seq_pos[q];
-    }
     return s->cluster ? tbc__cluster_decode(s, tokens, seq, n) : tbc__decode(s, tokens, seq, n);
 }
 
@@ -7988,11 +7982,7 @@ static int tbc__slot_take(tbc_session *s, const int32_t *prompt, int64_t n, int6
             pthread_cond_wait(&s->gen_cv, &s->gen_mu);
             continue;
         }
-        struct timespec ts;  // a caller that may cancel looks at its flag every 20 ms
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20000000;
-        if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
-        pthread_cond_timedwait(&s->gen_cv, &s->gen_mu, &ts);
+        tbc__cond_wait_for(&s->gen_cv, &s->gen_mu, 0.02);  // a caller that may cancel looks at its flag every 20 ms
     }
 }
 
@@ -8031,8 +8021,7 @@ static void tbc__gen_batch(tbc_session *s) {
     }
     s->next_fill = (s->next_fill + 1) % s->n_seq;
     if (n == 0) return;
-    tbc_result rc = tbc__decode_check(s, s->gen_tok, s->gen_seq, n);
-    if (rc == TBC_OK) rc = s->cluster ? tbc__cluster_decode(s, s->gen_tok, s->gen_seq, n) : tbc__decode(s, s->gen_tok, s->gen_seq, n);
+    tbc_result rc = tbc_session_decode(s, s->gen_tok, s->gen_seq, n);
     for (int q = 0; q < s->n_seq; q++) {
         tbc__slot *sl = &s->slots[q];
         if (!taken[q]) continue;
@@ -8072,11 +8061,7 @@ static tbc_result tbc__gen_read(tbc_session *s, int q, const int32_t *tokens, in
             int late = 0;
             for (int k = 0; k < s->n_seq; k++) late += s->slots[k].state == TBC__SLOT_OWN && s->slots[k].done > 0;
             if (!late || tbc__now() >= until) break;
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 500000;  // 0.5 ms steps
-            if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
-            pthread_cond_timedwait(&s->gen_cv, &s->gen_mu, &ts);
+            tbc__cond_wait_for(&s->gen_cv, &s->gen_mu, 0.0005);
         }
         tbc__gen_batch(s);
         s->stepping = 0;
@@ -10169,12 +10154,7 @@ static void *tbc__heartbeat_main(void *arg) {
     double every = tbc__timeout(c) / 2;
     pthread_mutex_lock(&c->mu);
     while (!c->hb_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        double at = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + every;
-        ts.tv_sec = (time_t)at;
-        ts.tv_nsec = (long)((at - (double)ts.tv_sec) * 1e9);
-        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+        tbc__cond_wait_for(&c->cv, &c->mu, every);
         if (c->hb_stop) break;
         for (int i = 0; i < c->n_peers && !c->broken; i++) {
             tbc__link *l = &c->peers[i].link;
@@ -10429,13 +10409,17 @@ static tbc_result tbc__worker_batch(tbc__worker *w, uint16_t type, uint32_t n, t
     tbc_session *s = w->s;
     size_t d = (size_t)s->model->info.n_embd;
     const uint8_t *m = w->wire, *p = m + 16;
-    uint64_t pos = n >= 16 ? tbc__get_u64(m) : 0;
-    uint32_t cnt = n >= 16 ? tbc__get_u32(m + 8) : 0, flags = n >= 16 ? tbc__get_u32(m + 12) : 0;
+    if (n < 16) {
+        tbc__error_set(err, TBC_ERR_PROTOCOL, "coordinator sent a malformed batch (%u bytes)", n);
+        return TBC_ERR_PROTOCOL;
+    }
+    uint64_t pos = tbc__get_u64(m);
+    uint32_t cnt = tbc__get_u32(m + 8), flags = tbc__get_u32(m + 12);
     size_t body = type == TBC__MSG_EVAL ? (size_t)cnt * 4 : (size_t)cnt * d * 4;
     size_t rows = flags & TBC__ROWS ? (size_t)cnt * 8 : 0, outs = 0;  // outs: the output rows' count and indices
     int has_outs = type == TBC__MSG_EVAL && rows;
     if (has_outs && n >= 16 + body + rows + 4) outs = 4 + 4 * (size_t)tbc__get_u32(m + 16 + body + rows);
-    if (n < 16 || cnt == 0 || cnt > (uint32_t)s->n_batch || (flags & ~TBC__ROWS) || (has_outs && outs == 0) ||
+    if (cnt == 0 || cnt > (uint32_t)s->n_batch || (flags & ~TBC__ROWS) || (has_outs && outs == 0) ||
         n != 16 + body + rows + outs) {
         tbc__error_set(err, TBC_ERR_PROTOCOL, "coordinator sent a malformed batch (%u bytes, %u rows)", n, cnt);
         return TBC_ERR_PROTOCOL;

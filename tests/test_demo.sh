@@ -3,30 +3,15 @@
 # for Hugging Face (tests/pull_server.py), two nodes and the server started, one streamed chat answer printed with
 # its speed, the server left running with the page address; then the offline path (no download: a model made by
 # mkmodel) and `demo-stop`. Prints "test_demo: N passed, M failed". Run from the repository root.
-set -u
-cd "$(dirname "$0")/.."
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "  ok    $*"; }
-bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
-check() { if [ "$1" -eq 0 ]; then ok "$2"; else bad "$2"; fi; }  # check STATUS MESSAGE
-tmp="build/tests/demo-$$"
+. "$(dirname "$0")/lib.sh" demo
 mkdir -p "$tmp/srv"
-srv=""
 export DEMO_DIR="$tmp/run"
-cleanup() { bash tools/demo.sh stop >/dev/null 2>&1; [ -n "$srv" ] && kill "$srv" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-model=../shared/models/stories260K-q8_0.gguf
-if [ ! -r "$model" ]; then
-    echo "SKIP: ../shared absent: the demo runs a random model made by mkmodel"
-    model="$tmp/tiny.gguf"
-    build/mkmodel --shape tiny --type q8_0 --seed 3 -o "$model" >/dev/null 2>&1 || { echo "test_demo: 0 passed, 1 failed"; exit 1; }
-fi
+at_exit() { bash tools/demo.sh stop >/dev/null 2>&1; }
+use_model
 name="demo-test-$$.gguf"
 cp "$model" "$tmp/srv/$name"
 python3 tests/pull_server.py "$tmp/srv" "$tmp/port" "$tmp/server.log" 2>"$tmp/server.err" &
-srv=$!
+pids+=($!)
 for _ in $(seq 100); do [ -s "$tmp/port" ] && break; sleep 0.05; done
 hf="http://127.0.0.1:$(cat "$tmp/port")/ok"
 port=$((20000 + ($$ * 7) % 20000))
@@ -65,5 +50,4 @@ curl -s -m 2 "127.0.0.1:$port/health" >/dev/null 2>&1
 [ $? -ne 0 ]; check $? "make demo-stop stops the nodes and the server"
 rm -f "build/models/$name"
 
-echo "test_demo: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -5,29 +5,14 @@
 # The client is installed once into ${XDG_CACHE_HOME:-~/.cache}/tbcluster/openai-node, shared by all clones; without
 # node, npm or the network this counts as a failure. Prints "test_openai: N passed, M failed". Run from the
 # repository root.
-set -u
-cd "$(dirname "$0")/.." || exit 1
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "  ok    $*"; }
-bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
-check() { if [ "$1" -eq 0 ]; then ok "$2"; else bad "$2"; fi; }  # check STATUS MESSAGE
-tmp="build/tests/openai-$$"
-mkdir -p "$tmp"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-finish() {  # the logs' tails when something failed, then the summary line and the exit status
-    if [ "$failed" -gt 0 ]; then
-        for f in "$tmp"/*.log; do
-            [ -s "$f" ] || continue
-            echo "--- tail of $(basename "$f"):"
-            tail -n 15 "$f" | sed 's/^/    /'
-        done
-    fi
-    echo "test_openai: $passed passed, $failed failed"
-    [ "$failed" -eq 0 ]
-    exit
+. "$(dirname "$0")/lib.sh" openai
+show_logs() {  # the logs' tails when something failed
+    [ "$failed" -gt 0 ] || return 0
+    for f in "$tmp"/*.log; do
+        [ -s "$f" ] || continue
+        echo "--- tail of $(basename "$f"):"
+        tail -n 15 "$f" | sed 's/^/    /'
+    done
 }
 
 # ---- the client: node, and openai@VERSION installed once into the shared cache ----
@@ -58,12 +43,7 @@ fi
 ok "the OpenAI Node.js client openai@$version (node $(node --version), in $dir)"
 
 # ---- the model and two 2-node clusters: a short context (256) and a long one (for the abort test) ----
-model=../shared/models/stories260K-q8_0.gguf
-if [ ! -r "$model" ]; then
-    echo "SKIP: ../shared absent: the server runs a random model made by mkmodel"
-    model="$tmp/tiny.gguf"
-    build/mkmodel --shape tiny --type q8_0 --seed 3 -o "$model" >/dev/null 2>&1 || { bad "mkmodel"; finish; }
-fi
+use_model
 key="k-$$-$RANDOM"
 port=$((40000 + $$ % 20000))
 cluster() {  # cluster NAME NODE-PORT SERVER-PORT CTX: a worker node, then the server over it, waiting until it listens
@@ -94,4 +74,5 @@ failed=$((failed + $(grep -c '^FAIL: ' "$tmp/client.out")))
 if [ "$rc" -ne 0 ] && ! grep -q '^FAIL: ' "$tmp/client.out"; then
     bad "tests/openai/test_openai.mjs exited with status $rc$([ "$rc" -eq 124 ] && echo ' (timed out)')"
 fi
+show_logs
 finish

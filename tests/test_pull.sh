@@ -4,21 +4,11 @@
 # dropped connection, a stalled server and a kill -9, a server that ignores Range, a .part that is complete or too
 # long (416), a wrong sha256, a file that is not GGUF, 404, a gated model and HF_TOKEN, no server, a file already
 # complete, and bad usage. Prints "test_pull: N passed, M failed". Run from the repository root after `make all`.
-set -u
-cd "$(dirname "$0")/.." || exit 1
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "  ok    $*"; }
-bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
-check() { if [ "$1" -eq 0 ]; then ok "$2"; else bad "$2"; fi; }  # check STATUS MESSAGE
-tmp="build/tests/pull-$$"
+. "$(dirname "$0")/lib.sh" pull
 mkdir -p "$tmp/srv/sub" "$tmp/out"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
 
 for b in build/pull build/mkmodel; do
-    [ -x "$b" ] || { echo "FAIL: $b is missing (make $b)"; echo "test_pull: 0 passed, 1 failed"; exit 1; }
+    [ -x "$b" ] || { bad "$b is missing (make $b)"; finish; }
 done
 
 # the file: a real GGUF of 6.5 MiB, so that a transfer is many writes and can be cut in the middle
@@ -160,5 +150,4 @@ for args in "" "-o $tmp/out" "org/repo" "ftp://host/x.gguf" "$u --retries" "$u -
 done
 build/pull --help | grep -q "^usage: pull SOURCE"; check $? "--help prints the usage"
 
-echo "test_pull: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -4,25 +4,8 @@
 # Retry-After), --parallel (requests decoded together, queued past it, 503 past the queue), clients that go away,
 # half-sent requests, 300 mangled requests (tests/server_fuzz.py), and a 2-node
 # cluster behind the server. Prints "test_server: N passed, M failed". Run from the repository root.
-set -u
-cd "$(dirname "$0")/.."
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "  ok    $*"; }
-bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
-check() { if [ "$1" -eq 0 ]; then ok "$2"; else bad "$2"; fi; }  # check STATUS MESSAGE
-tmp="build/tests/server-$$"
-mkdir -p "$tmp"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-model=../shared/models/stories260K-q8_0.gguf
-if [ ! -r "$model" ]; then
-    echo "SKIP: ../shared absent: the server runs a random model made by mkmodel"
-    model="$tmp/tiny.gguf"
-    build/mkmodel --shape tiny --type q8_0 --seed 3 -o "$model" >/dev/null 2>&1 || { echo "test_server: 0 passed, 1 failed"; exit 1; }
-fi
+. "$(dirname "$0")/lib.sh" server
+use_model
 
 start() {  # start PORT ARGS...: a server, waiting until it listens
     local port="$1"
@@ -214,5 +197,4 @@ check $? "GET /metrics: Prometheus text with requests, tokens/s, per-link bytes 
 out="$(curl -s "$url/cluster" 2>/dev/null; curl -s "http://localhost:$port/cluster")"
 echo "$out" | grep -q '"split":"none".*"address":"local"'; check $? "GET /cluster on one node: the local node"
 
-echo "test_server: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

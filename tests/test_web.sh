@@ -5,20 +5,9 @@
 # the unreachable state, a narrow screen, and the API-key prompt. Drives Debian's chromium with playwright-core from
 # npm (installed once into a cache shared by every clone). Writes screenshots to build/tests/web/. Prints
 # "test_web: N passed, M failed". Run from the repository root.
-set -u
-cd "$(dirname "$0")/.."
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "  ok    $*"; }
-bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
-check() { if [ "$1" -eq 0 ]; then ok "$2"; else bad "$2"; fi; }  # check STATUS MESSAGE
-finish() { echo "test_web: $passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit; }
-tmp="build/tests/web-$$"
+. "$(dirname "$0")/lib.sh" web
 shots=build/tests/web
-mkdir -p "$tmp" "$shots"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
+mkdir -p "$shots"
 
 PLAYWRIGHT_VERSION=1.65.1
 PW_DIR="${TBC_WEB_TEST_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/tbcluster/web-test}"
@@ -43,12 +32,7 @@ if [ "$(pw_version)" != "$PLAYWRIGHT_VERSION" ]; then
         { bad "cannot run the browser test: npm could not install playwright-core@$PLAYWRIGHT_VERSION into $PW_DIR: $(tail -n 3 "$tmp/npm.log")"; finish; }
 fi
 
-model=../shared/models/stories260K-q8_0.gguf
-if [ ! -r "$model" ]; then
-    echo "SKIP: ../shared absent: the server runs a random model made by mkmodel"
-    model="$tmp/tiny.gguf"
-    build/mkmodel --shape tiny --type q8_0 --seed 3 -o "$model" >/dev/null 2>&1 || { bad "mkmodel makes a model"; finish; }
-fi
+use_model
 
 free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 start() {  # start PORT ARGS...: a server, waiting until it answers /health (with TBC_API_KEY's key, if any)
