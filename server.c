@@ -692,6 +692,7 @@ static void usage(FILE *f) {
                "--ctx N       context per sequence (default: the model's, at most 4096)\n"
                "--parallel N  sequences decoded together in one forward pass (default 1); each has its own --ctx\n"
                "--queue N     requests that may wait for a sequence (default 16); more get 503 with Retry-After\n"
+               "--port 0      any free port: the one taken is printed ('server: listening on http://HOST:PORT')\n"
                "--api-key (or TBC_API_KEY): clients send 'Authorization: Bearer KEY'.\n");
 }
 
@@ -726,7 +727,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--peers")) cd.peers = v;
         else if (!strcmp(a, "--key-file")) key_file = v;
         else if (!strcmp(a, "--host")) host = v;
-        else if (!strcmp(a, "--port")) { if (!int_arg(a, v, 1, 65535, &port)) return 2; }
+        else if (!strcmp(a, "--port")) { if (!int_arg(a, v, 0, 65535, &port)) return 2; }
         else if (!strcmp(a, "--api-key")) S.api_key = v;
         else if (!strcmp(a, "--ctx")) { if (!int_arg(a, v, 1, 1 << 24, &n_ctx)) return 2; }
         else if (!strcmp(a, "--alias")) S.alias = v;
@@ -790,6 +791,8 @@ int main(int argc, char **argv) {
                                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
                                             MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL, MHD_OPTION_END);
     if (!d) { fprintf(stderr, "server: cannot listen on %s:%d\n", host, port); return 1; }
+    const union MHD_DaemonInfo *bound = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    if (bound && bound->port) port = bound->port;  // --port 0: the one the system chose
     fprintf(stderr, "server: listening on http://%s:%d (model '%s')\n", host, port, S.alias);
     while (!stop_flag) usleep(100000);
     MHD_stop_daemon(d);

@@ -10,6 +10,12 @@
 #   $tmp                     build/tests/NAME-PID, made now and removed at exit
 #   pids                     processes to kill at exit (`pids+=($!)`); a test's own at_exit function runs first
 #   use_model                sets $model: ../shared's stories260K (Q8_0), else a tiny random model made by mkmodel
+#   start_node NAME ARGS...  build/node ARGS on a port of 127.0.0.1 the system picks (log $tmp/NAME.log), waiting
+#                            until it listens; sets $node_port
+#   start_server NAME ARGS...  build/server -m $model ARGS on a port the system picks (--port 0; log $tmp/NAME.log),
+#                            waiting until it listens (after joining its cluster); sets $server_port
+# Servers take ports the system picks and report them: a fixed or guessed port can be taken by another process, or
+# by the local end of an outgoing connection (the ephemeral range is 32768-60999 on Linux).
 set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 test_name="$1"
@@ -36,4 +42,31 @@ use_model() {
     echo "SKIP: ../shared absent: a random model made by mkmodel stands in for stories260K"
     model="$tmp/tiny.gguf"
     build/mkmodel --shape tiny --type q8_0 --seed 3 -o "$model" >/dev/null 2>&1 || { bad "build/mkmodel makes a model"; finish; }
+}
+
+# waits_for_port PID LOG SED-EXPRESSION: the port LOG names (the expression prints it) once it does, else "" when PID
+# has exited or 20 s passed
+waits_for_port() {
+    local p
+    for _ in $(seq 400); do
+        p="$(sed -n "$3" "$2" 2>/dev/null | head -n 1)"
+        [ -n "$p" ] && { echo "$p"; return 0; }
+        kill -0 "$1" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+start_node() {
+    local name="$1"
+    shift
+    build/node --listen 127.0.0.1:0 "$@" 2>"$tmp/$name.log" &
+    pids+=($!)
+    node_port="$(waits_for_port $! "$tmp/$name.log" 's/.*listening on .*(port \([0-9]*\)).*/\1/p')"
+}
+start_server() {
+    local name="$1"
+    shift
+    build/server -m "$model" --port 0 "$@" 2>"$tmp/$name.log" &
+    pids+=($!)
+    server_port="$(waits_for_port $! "$tmp/$name.log" 's|^server: listening on http://[^ ]*:\([0-9]*\) .*|\1|p')"
 }

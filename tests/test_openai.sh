@@ -11,7 +11,7 @@ show_logs() {  # the logs' tails when something failed
     for f in "$tmp"/*.log; do
         [ -s "$f" ] || continue
         echo "--- tail of $(basename "$f"):"
-        tail -n 15 "$f" | sed 's/^/    /'
+        tail -n 6 "$f" | sed 's/^/    /'
     done
 }
 
@@ -45,26 +45,19 @@ ok "the OpenAI Node.js client openai@$version (node $(node --version), in $dir)"
 # ---- the model and two 2-node clusters: a short context (256) and a long one (for the abort test) ----
 use_model
 key="k-$$-$RANDOM"
-port=$((40000 + $$ % 20000))
-cluster() {  # cluster NAME NODE-PORT SERVER-PORT CTX: a worker node, then the server over it, waiting until it listens
-    build/node --listen "127.0.0.1:$2" -t 1 -m "$model" 2>"$tmp/$1-node.log" &
-    pids+=($!)
-    for _ in $(seq 100); do grep -q 'listening on' "$tmp/$1-node.log" && break; sleep 0.05; done
-    build/server -m "$model" --port "$3" -t 1 --peers "127.0.0.1:$2" --api-key "$key" --ctx "$4" 2>"$tmp/$1-server.log" &
-    pids+=($!)
-    for _ in $(seq 200); do
-        curl -s "localhost:$3/health" >/dev/null 2>&1 && grep -q 'cluster ready: 2 nodes' "$tmp/$1-server.log" && return 0
-        sleep 0.05
-    done
-    return 1
+cluster() {  # cluster NAME CTX: a worker node, then the server over it, waiting until it listens; sets $server_port
+    start_node "$1-node" -t 1 -m "$model" && start_server "$1-server" -t 1 --peers "127.0.0.1:$node_port" \
+        --api-key "$key" --ctx "$2" && grep -q 'cluster ready: 2 nodes' "$tmp/$1-server.log"
 }
-cluster short "$port" $((port + 1)) 256
+cluster short 256
 check $? "a server with --ctx 256 over a 2-node cluster starts"
-cluster long $((port + 2)) $((port + 3)) 60000
+short_port="$server_port"
+cluster long 60000
 check $? "a server with --ctx 60000 over a 2-node cluster starts"
+long_port="$server_port"
 
 # ---- the client's checks ----
-TBC_URL="http://127.0.0.1:$((port + 1))/v1" TBC_URL_LONG="http://127.0.0.1:$((port + 3))/v1" TBC_API_KEY="$key" \
+TBC_URL="http://127.0.0.1:$short_port/v1" TBC_URL_LONG="http://127.0.0.1:$long_port/v1" TBC_API_KEY="$key" \
     TBC_MODEL="$(basename "$model")" TBC_CTX=256 OPENAI_NODE_DIR="$dir" \
     timeout 120 node tests/openai/test_openai.mjs >"$tmp/client.out" 2>"$tmp/client.log"
 rc=$?

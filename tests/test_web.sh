@@ -34,37 +34,13 @@ fi
 
 use_model
 
-free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
-start() {  # start PORT ARGS...: a server, waiting until it answers /health (with TBC_API_KEY's key, if any)
-    local port="$1"
-    shift
-    build/server -m "$model" --port "$port" -t 1 "$@" 2>"$tmp/server-$port.log" &
-    pids+=($!)
-    for _ in $(seq 200); do
-        curl -s -o /dev/null -w '%{http_code}' "localhost:$port/health" 2>/dev/null | grep -q '^[24]' && return 0
-        sleep 0.05
-    done
-    return 1
-}
-
 # a worker and a server over it (tensor split, a long context so that an answer lasts until Stop), and a server with a key
-cluster() {  # a worker and a server over it, on free ports (another program may take a port first: then try again)
-    node_port="$(free_port)"
-    build/node --listen "127.0.0.1:$node_port" -t 1 -m "$model" 2>"$tmp/node-$node_port.log" &
-    pids+=($!)
-    for _ in $(seq 100); do grep -q "listening on" "$tmp/node-$node_port.log" 2>/dev/null && break; sleep 0.05; done
-    port="$(free_port)"
-    start "$port" --peers "127.0.0.1:$node_port" --split tensor --ctx 60000
-}
-for attempt in 1 2 3; do
-    cluster && break
-    echo "  (attempt $attempt: the cluster did not start: $(tail -qn 1 "$tmp/node-$node_port.log" "$tmp/server-$port.log" | tr '\n' ' '))"
-done
-curl -s "localhost:$port/health" >/dev/null
-check $? "a server over a 2-node cluster starts (port $port, worker $node_port)"
-key_port="$(free_port)"
-start "$key_port" --api-key web-s3cret
-check $? "a server with an API key starts (port $key_port)"
+start_node node -t 1 -m "$model" && start_server server -t 1 --peers "127.0.0.1:$node_port" --split tensor --ctx 60000
+check $? "a server over a 2-node cluster starts (port $server_port, worker $node_port)"
+port="$server_port"
+start_server key-server -t 1 --api-key web-s3cret
+check $? "a server with an API key starts (port $server_port)"
+key_port="$server_port"
 [ "$failed" -eq 0 ] || { tail -n 3 "$tmp"/*.log; finish; }
 
 PW_DIR="$PW_DIR" CHROMIUM="$CHROMIUM" URL="http://127.0.0.1:$port" NODES=2 KEY_URL="http://127.0.0.1:$key_port" \

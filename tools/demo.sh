@@ -4,8 +4,9 @@
 #
 #   tools/demo.sh [MODEL]       (MODEL: a GGUF file; default: the demo model below, downloaded once)
 #
-# Environment: DEMO_PORT (default 8080; the nodes take the two ports after it), DEMO_PROMPT, DEMO_MAX_TOKENS (128),
-# DEMO_PULL_SOURCE (what build/pull fetches), DEMO_DIR (logs, process ids, the key; default build/demo).
+# Environment: DEMO_PORT (the server's, default 8080; 0: any free one; the nodes take free ones), DEMO_PROMPT,
+# DEMO_MAX_TOKENS (128), DEMO_PULL_SOURCE (what build/pull fetches), DEMO_DIR (logs, process ids, the key; default
+# build/demo).
 # Everything runs on 127.0.0.1 with a fresh cluster key.
 # `tools/demo.sh stop` (make demo-stop) stops what an earlier run left running.
 set -u
@@ -72,24 +73,35 @@ head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DEMO_DIR/cluster.key"
 chmod 600 "$DEMO_DIR/cluster.key"
 : >"$DEMO_DIR/pids"
 started() { echo "$1" >>"$DEMO_DIR/pids"; }
-n1=$((PORT + 1)) n2=$((PORT + 2))
-for p in "$n1" "$n2"; do
-    setsid build/node --listen "127.0.0.1:$p" -m "$model" --key-file "$DEMO_DIR/cluster.key" -t 1 \
-        >"$DEMO_DIR/node-$p.log" 2>&1 </dev/null &
+# The nodes take ports the system picks (each prints its own); the server takes DEMO_PORT (0: any free port).
+port_in() {  # port_in PID LOG SED-EXPRESSION: the port LOG names, waiting while PID runs (at most 60 s)
+    for _ in $(seq 600); do
+        local p
+        p="$(sed -n "$3" "$2" 2>/dev/null | head -n 1)"
+        [ -n "$p" ] && { echo "$p"; return 0; }
+        kill -0 "$1" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+peers=""
+for i in 1 2; do
+    setsid build/node --listen 127.0.0.1:0 -m "$model" --key-file "$DEMO_DIR/cluster.key" -t 1 \
+        >"$DEMO_DIR/node-$i.log" 2>&1 </dev/null &
     started $!
+    p="$(port_in $! "$DEMO_DIR/node-$i.log" 's/.*listening on .*(port \([0-9]*\)).*/\1/p')" ||
+        { tail -n 20 "$DEMO_DIR/node-$i.log" >&2; stop; die "node $i did not start"; }
+    peers="$peers${peers:+,}127.0.0.1:$p"
 done
-sleep 0.3
-setsid build/server -m "$model" --peers "127.0.0.1:$n1,127.0.0.1:$n2" --key-file "$DEMO_DIR/cluster.key" \
+setsid build/server -m "$model" --peers "$peers" --key-file "$DEMO_DIR/cluster.key" \
     --port "$PORT" --parallel 2 --ctx 2048 >"$DEMO_DIR/server.log" 2>&1 </dev/null &
 server=$!
 started "$server"
-echo "== two nodes (127.0.0.1:$n1, :$n2) and the server (127.0.0.1:$PORT) over $model"
-for _ in $(seq 600); do  # loading and planning take a few seconds for a big model
-    curl -sf "127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
-    kill -0 "$server" 2>/dev/null || { tail -n 20 "$DEMO_DIR/server.log" >&2; stop; die "the server did not start"; }
-    sleep 0.1
-done
-curl -sf "127.0.0.1:$PORT/health" >/dev/null 2>&1 || { stop; die "the server did not answer in 60 s"; }
+echo "== two nodes (${peers//,/ and }) and the server over $model"
+# loading and planning take a few seconds for a big model
+PORT="$(port_in "$server" "$DEMO_DIR/server.log" 's|^server: listening on http://[^ ]*:\([0-9]*\) .*|\1|p')" ||
+    { tail -n 20 "$DEMO_DIR/server.log" >&2; stop; die "the server did not start"; }
+curl -sf "127.0.0.1:$PORT/health" >/dev/null 2>&1 || { stop; die "the server on port $PORT does not answer"; }
 grep -h "cluster ready" "$DEMO_DIR/server.log" | head -n 1 | sed "s/^tbc: info: /== /"
 
 # One chat request, streamed: the answer prints as it arrives (SSE "data:" lines, their delta.content unescaped).
