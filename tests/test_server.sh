@@ -74,11 +74,18 @@ start queue --queue 1 --ctx 60000
 check $? "a server with a long context starts"
 url="http://localhost:$port"
 clients=()
+load_is() {  # load_is URL BUSY QUEUED: waits (up to 10 s) until /cluster counts BUSY sequences busy and QUEUED queued
+    for _ in $(seq 100); do
+        curl -s "$1/cluster" | grep -q "\"busy\":$2,\"queued\":$3" && return 0
+        sleep 0.1
+    done
+    return 1
+}
 for i in 1 2; do
     curl -s "$url/v1/completions" -d '{"prompt":"Once","max_tokens":59000,"temperature":1}' -o /dev/null &
     clients+=($!)
     pids+=($!)
-    sleep 0.3
+    load_is "$url" 1 $((i - 1))
 done
 code="$(curl -s -D "$tmp/hdr" -o "$tmp/err" -w '%{http_code}' "$url/v1/completions" -d '{"prompt":"Once","max_tokens":4}')"
 [ "$code" = 503 ] && grep -qi '^retry-after:' "$tmp/hdr"; check $? "a full queue: $code with Retry-After"
@@ -103,9 +110,9 @@ for i in 1 2 3; do
     curl -sN "$purl/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":59000,"temperature":1,"stream":true}' >"$tmp/par$i" 2>/dev/null &
     clients+=($!)
     pids+=($!)
-    sleep 0.3
+    if [ "$i" -le 2 ]; then load_is "$purl" "$i" 0; else load_is "$purl" 2 1; fi
 done
-sleep 0.5
+for _ in $(seq 50); do [ -s "$tmp/par1" ] && [ -s "$tmp/par2" ] && break; sleep 0.1; done
 s1="$(wc -c <"$tmp/par1")" s2="$(wc -c <"$tmp/par2")" s3="$(wc -c <"$tmp/par3")"
 sleep 0.5
 t1="$(wc -c <"$tmp/par1")" t2="$(wc -c <"$tmp/par2")" t3="$(wc -c <"$tmp/par3")"
@@ -114,23 +121,25 @@ check $? "--parallel 2: two answers grow at once ($s1 -> $t1, $s2 -> $t2 bytes),
 out="$(curl -s "$purl/cluster")"
 echo "$out" | grep -q '"parallel":2,"busy":2,"queued":1'; check $? "GET /cluster counts them: $(echo "$out" | grep -o '"parallel":[0-9]*,"busy":[0-9]*,"queued":[0-9]*')"
 curl -s "$purl/metrics" | grep -q '^tbc_sequences_busy 2$'; check $? "GET /metrics: tbc_sequences_busy 2"
-live="$(curl -s "$purl/cluster" | grep -o '"live_tokens_per_second":[0-9.]*')"
+for _ in $(seq 50); do  # (over the last two whole seconds: it needs two to have passed)
+    live="$(curl -s "$purl/cluster" | grep -o '"live_tokens_per_second":[0-9.]*')"
+    echo "$live" | grep -q ':[0-9]*[1-9]' && break
+    sleep 0.1
+done
 echo "$live" | grep -q ':[0-9]*[1-9]'; check $? "the live speed counts both answers: $live"
 code="$(curl -s -D "$tmp/hdr" -o "$tmp/err" -w '%{http_code}' "$purl/v1/completions" -d '{"prompt":"Once","max_tokens":4}')"
 [ "$code" = 503 ] && grep -qi '^retry-after:' "$tmp/hdr"; check $? "past --parallel + --queue: $code with Retry-After"
 kill "${clients[2]}" 2>/dev/null  # the queued one gives up: its place in the queue is freed
-for _ in $(seq 40); do curl -s "$purl/cluster" | grep -q '"busy":2,"queued":0' && break; sleep 0.1; done
-curl -s "$purl/cluster" | grep -q '"busy":2,"queued":0'; check $? "a queued client that went away left the queue"
+load_is "$purl" 2 0; check $? "a queued client that went away left the queue"
 curl -sN "$purl/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":59000,"temperature":1,"stream":true}' >"$tmp/par4" 2>/dev/null &
 clients+=($!)
 pids+=($!)
-sleep 0.5
+load_is "$purl" 2 1
 kill "${clients[0]}" 2>/dev/null
 for _ in $(seq 40); do [ "$(wc -c <"$tmp/par4")" -gt 0 ] && break; sleep 0.1; done
 [ "$(wc -c <"$tmp/par4")" -gt 0 ]; check $? "a client that went away freed its sequence: the waiting request streams"
 for p in "${clients[@]}"; do kill "$p" 2>/dev/null; done
-for _ in $(seq 40); do curl -s "$purl/cluster" | grep -q '"busy":0,"queued":0' && break; sleep 0.1; done
-curl -s "$purl/cluster" | grep -q '"busy":0,"queued":0'; check $? "every client gone: no sequence busy, none queued"
+load_is "$purl" 0 0; check $? "every client gone: no sequence busy, none queued"
 # two greedy requests at once give what each gives alone
 answer() { sed 's/.*"text":"\([^"]*\)".*/\1/' "$@"; }
 a="$(curl -s "$purl/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":12,"temperature":0}' | answer)"
