@@ -1348,6 +1348,152 @@ static TBC__INLINE void tbc__v_qtile(int t, int NR, int NC, int64_t n, const uin
 #define TBC__QT_Q5_1(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q5_1, NR, NC, __VA_ARGS__)
 #define TBC__QT_Q8_0(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q8_0, NR, NC, __VA_ARGS__)
 
+// Packed activations: what tbc__v_lda makes of each pair of blocks, made once per activation row instead of once per
+// tile of weight rows. 192 bytes per pair: 64 quant bytes (permuted for nibble types), 16 int32 (-off * each lane's
+// byte sum; for Q8_1 activations, the 16 floats of the block sums instead), 16 float scales. A last odd block is
+// packed with an empty second half, as the tiles read it.
+#define TBC__VPACK 192
+static TBC__INLINE size_t tbc__vpack_bytes(int64_t n) { return (size_t)((n + 63) / 64) * TBC__VPACK; }
+static void tbc__vpack_row(tbc_type t, const float *x, uint8_t *dst, int64_t n) {
+    const tbc_type at = TBC__Q81(t) ? TBC_TYPE_Q8_1 : TBC_TYPE_Q8_0;
+    uint8_t q[2 * 36];
+    for (int64_t i = 0; i < n; i += 64, dst += TBC__VPACK) {
+        const int two = n - i >= 64;
+        tbc__quantize(at, x + i, q, two ? 64 : 32);
+        __m512i a, neg;
+        __m512 d, sa = _mm512_setzero_ps();
+        tbc__v_lda(t, two, q, &a, &neg, &d, &sa);
+        _mm512_storeu_si512((void *)dst, a);
+        if (TBC__Q81(t)) _mm512_storeu_ps((void *)(dst + 64), sa);
+        else _mm512_storeu_si512((void *)(dst + 64), neg);
+        _mm512_storeu_ps((void *)(dst + 128), d);
+    }
+}
+static TBC__INLINE void tbc__v_pstep(int t, int NR, int NC, int two, const uint8_t *W, size_t ldw, const uint8_t *A,
+                                     size_t lda, __m512 acc[8][4]) {
+    __m512i a[4], neg[4];
+    __m512 da[4], sa[4];
+    TBC__UNROLL for (int c = 0; c < NC; c++) {
+        const uint8_t *p = A + (size_t)c * lda;
+        a[c] = _mm512_loadu_si512((const void *)p);
+        neg[c] = TBC__Q81(t) ? _mm512_setzero_si512() : _mm512_loadu_si512((const void *)(p + 64));
+        sa[c] = TBC__Q81(t) ? _mm512_loadu_ps((const void *)(p + 64)) : _mm512_setzero_ps();
+        da[c] = _mm512_loadu_ps((const void *)(p + 128));
+    }
+    TBC__UNROLL for (int r = 0; r < NR; r++) {
+        __m512i u;
+        __m512 dw, mw = _mm512_setzero_ps();
+        tbc__v_ldw(t, two, W + (size_t)r * ldw, &u, &dw, &mw);
+        TBC__UNROLL for (int c = 0; c < NC; c++) {
+            const __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(neg[c], u, a[c]));
+            acc[r][c] = _mm512_fmadd_ps(p, _mm512_mul_ps(dw, da[c]), acc[r][c]);
+            if (TBC__Q81(t)) acc[r][c] = _mm512_fmadd_ps(mw, sa[c], acc[r][c]);
+        }
+    }
+}
+static TBC__INLINE void tbc__v_ptile(int t, int NR, int NC, int64_t n, const uint8_t *W, size_t ldw,
+                                     const uint8_t *A, size_t lda, float *out, size_t ldo) {
+    const int wbs = TBC__WBS(t);
+    const int64_t nb = n / 32;
+    __m512 acc[8][4];
+    TBC__UNROLL for (int r = 0; r < 8; r++) TBC__UNROLL for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) tbc__v_pstep(t, NR, NC, 1, W + (size_t)b * wbs, ldw, A + (size_t)(b / 2) * TBC__VPACK, lda, acc);
+    if (b < nb) tbc__v_pstep(t, NR, NC, 0, W + (size_t)b * wbs, ldw, A + (size_t)(b / 2) * TBC__VPACK, lda, acc);
+    TBC__UNROLL for (int c = 0; c < NC; c++) TBC__UNROLL for (int r = 0; r < NR; r++)
+        out[(size_t)c * ldo + (size_t)r] = tbc__hsum16(acc[r][c]);
+}
+// Prefill (TBC__VNA or more activation rows): each tile of weight rows is unpacked once per chunk of activation
+// rows, TBC__VKB block pairs at a time, and every activation tile of the chunk runs over the unpacked pairs. The
+// accumulators wait in memory between pairs, so each output sees the same operations in the same order as in
+// tbc__v_ptile: prefill, decode and any batch size give the same bits.
+#define TBC__VNA 8
+#define TBC__VKB 16
+typedef struct tbc__vw {
+    __m512i u;
+    __m512 d, m;
+} tbc__vw;
+static TBC__INLINE void tbc__v_pblock(int t, int NR, int NC, const tbc__vw *wb, int64_t np, const uint8_t *A,
+                                      size_t lda, __m512 (*accm)[4]) {
+    __m512 acc[4][4];
+    TBC__UNROLL for (int r = 0; r < NR; r++) TBC__UNROLL for (int c = 0; c < NC; c++) acc[r][c] = accm[r][c];
+    for (int64_t p = 0; p < np; p++) {
+        __m512i a[4], neg[4];
+        __m512 da[4], sa[4];
+        TBC__UNROLL for (int c = 0; c < NC; c++) {
+            const uint8_t *q = A + (size_t)c * lda + (size_t)p * TBC__VPACK;
+            a[c] = _mm512_loadu_si512((const void *)q);
+            neg[c] = TBC__Q81(t) ? _mm512_setzero_si512() : _mm512_loadu_si512((const void *)(q + 64));
+            sa[c] = TBC__Q81(t) ? _mm512_loadu_ps((const void *)(q + 64)) : _mm512_setzero_ps();
+            da[c] = _mm512_loadu_ps((const void *)(q + 128));
+        }
+        TBC__UNROLL for (int r = 0; r < NR; r++) {
+            const tbc__vw *w = &wb[(size_t)r * TBC__VKB + (size_t)p];
+            TBC__UNROLL for (int c = 0; c < NC; c++) {
+                const __m512 d = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(neg[c], w->u, a[c]));
+                acc[r][c] = _mm512_fmadd_ps(d, _mm512_mul_ps(w->d, da[c]), acc[r][c]);
+                if (TBC__Q81(t)) acc[r][c] = _mm512_fmadd_ps(w->m, sa[c], acc[r][c]);
+            }
+        }
+    }
+    TBC__UNROLL for (int r = 0; r < NR; r++) TBC__UNROLL for (int c = 0; c < NC; c++) accm[r][c] = acc[r][c];
+}
+static TBC__INLINE void tbc__v_pgemm(int t, int64_t n, int64_t nw, int64_t na, const uint8_t *W, size_t ldw,
+                                     const uint8_t *A, size_t lda, float *out, size_t ldo) {
+    const int wbs = TBC__WBS(t);
+    const int64_t nb = n / 32, np = (nb + 1) / 2;
+    tbc__vw wb[4 * TBC__VKB];
+    __m512 accs[TBC__ACHUNK / 4][4][4];
+    for (int64_t j0 = 0; j0 < na; j0 += TBC__ACHUNK) {
+        const int64_t j1 = j0 + TBC__ACHUNK < na ? j0 + TBC__ACHUNK : na;
+        const int nt = (int)((j1 - j0 + 3) / 4);
+        for (int64_t i = 0; i < nw;) {
+            const int rw = nw - i >= 4 ? 4 : 1;
+            for (int k = 0; k < nt; k++) TBC__UNROLL for (int r = 0; r < 4; r++) TBC__UNROLL for (int c = 0; c < 4; c++)
+                accs[k][r][c] = _mm512_setzero_ps();
+            for (int64_t p0 = 0; p0 < np; p0 += TBC__VKB) {
+                const int64_t p1 = p0 + TBC__VKB < np ? p0 + TBC__VKB : np;
+                for (int r = 0; r < rw; r++)
+                    for (int64_t p = p0; p < p1; p++) {
+                        tbc__vw *w = &wb[(size_t)r * TBC__VKB + (size_t)(p - p0)];
+                        w->m = _mm512_setzero_ps();
+                        tbc__v_ldw(t, 2 * p + 1 < nb, W + (size_t)(i + r) * ldw + (size_t)(2 * p) * wbs, &w->u, &w->d, &w->m);
+                    }
+                for (int k = 0; k < nt; k++) {
+                    const int64_t j = j0 + 4 * k;
+                    const int nc = j1 - j < 4 ? (int)(j1 - j) : 4;
+                    const uint8_t *a = A + (size_t)j * lda + (size_t)p0 * TBC__VPACK;
+#define TBC__VPB(NR, NC) tbc__v_pblock(t, NR, NC, wb, p1 - p0, a, lda, accs[k])
+                    if (rw == 4) {
+                        if (nc == 4) TBC__VPB(4, 4);
+                        else if (nc == 3) TBC__VPB(4, 3);
+                        else if (nc == 2) TBC__VPB(4, 2);
+                        else TBC__VPB(4, 1);
+                    } else {
+                        if (nc == 4) TBC__VPB(1, 4);
+                        else if (nc == 3) TBC__VPB(1, 3);
+                        else if (nc == 2) TBC__VPB(1, 2);
+                        else TBC__VPB(1, 1);
+                    }
+#undef TBC__VPB
+                }
+            }
+            for (int k = 0; k < nt; k++) {
+                const int64_t j = j0 + 4 * k;
+                const int nc = j1 - j < 4 ? (int)(j1 - j) : 4;
+                for (int c = 0; c < nc; c++)
+                    for (int r = 0; r < rw; r++) out[(size_t)(j + c) * ldo + (size_t)(i + r)] = tbc__hsum16(accs[k][r][c]);
+            }
+            i += rw;
+        }
+    }
+}
+#define TBC__PT_Q4_0(NR, NC, ...) tbc__v_ptile(TBC_TYPE_Q4_0, NR, NC, __VA_ARGS__)
+#define TBC__PT_Q4_1(NR, NC, ...) tbc__v_ptile(TBC_TYPE_Q4_1, NR, NC, __VA_ARGS__)
+#define TBC__PT_Q5_0(NR, NC, ...) tbc__v_ptile(TBC_TYPE_Q5_0, NR, NC, __VA_ARGS__)
+#define TBC__PT_Q5_1(NR, NC, ...) tbc__v_ptile(TBC_TYPE_Q5_1, NR, NC, __VA_ARGS__)
+#define TBC__PT_Q8_0(NR, NC, ...) tbc__v_ptile(TBC_TYPE_Q8_0, NR, NC, __VA_ARGS__)
+
 #elif defined(TBC__AVX2)
 // One block per 256-bit register, natural element order. Unsigned weights u = q + off (nibble types) meet signed
 // activations in vpmaddubsw (no saturation: u <= 31) or vpdpbusd when VNNI is there; Q8_0 uses the sign trick
@@ -1531,6 +1677,66 @@ TBC__GEMM_DRIVER(tbc__gemm_q5_1_simd, TBC__QT_Q5_1)
 TBC__GEMM_DRIVER(tbc__gemm_q8_0_simd, TBC__QT_Q8_0)
 #define TBC__HAVE_QUANT_SIMD 1
 #endif
+#if defined(TBC__PT_Q4_0)
+TBC__GEMM_DRIVER(tbc__gemm_q4_0_vpack, TBC__PT_Q4_0)
+TBC__GEMM_DRIVER(tbc__gemm_q4_1_vpack, TBC__PT_Q4_1)
+TBC__GEMM_DRIVER(tbc__gemm_q5_0_vpack, TBC__PT_Q5_0)
+TBC__GEMM_DRIVER(tbc__gemm_q5_1_vpack, TBC__PT_Q5_1)
+TBC__GEMM_DRIVER(tbc__gemm_q8_0_vpack, TBC__PT_Q8_0)
+#endif
+
+// Whether the product for weight type t takes packed activations (tbc__pack_act_row) rather than rows of
+// tbc__vec_dot_type(t): the AVX-512 VNNI tiles of the 32-element block types.
+static TBC__MAYBE_UNUSED int tbc__act_packed(tbc_type t) {
+#if defined(TBC__PT_Q4_0)
+    return t == TBC_TYPE_Q4_0 || t == TBC_TYPE_Q4_1 || t == TBC_TYPE_Q5_0 || t == TBC_TYPE_Q5_1 || t == TBC_TYPE_Q8_0;
+#else
+    (void)t;
+    return 0;
+#endif
+}
+// Bytes of a row of n activations packed for weight type t (tbc__act_packed(t)); 0 when it does not pack.
+static TBC__MAYBE_UNUSED size_t tbc__act_packed_bytes(tbc_type t, int64_t n) {
+#if defined(TBC__PT_Q4_0)
+    return tbc__act_packed(t) ? tbc__vpack_bytes(n) : 0;
+#else
+    (void)t;
+    (void)n;
+    return 0;
+#endif
+}
+static TBC__MAYBE_UNUSED void tbc__pack_act_row(tbc_type t, const float *x, uint8_t *dst, int64_t n) {
+#if defined(TBC__PT_Q4_0)
+    tbc__vpack_row(t, x, dst, n);
+#else
+    (void)t;
+    (void)x;
+    (void)dst;
+    (void)n;
+#endif
+}
+// The product for weight type t with packed activations; 0 when t does not pack.
+static TBC__MAYBE_UNUSED int tbc__gemm_packed(tbc_type t, int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw,
+                                              const void *A, size_t lda, float *out, size_t ldo) {
+    switch (t) {
+#if defined(TBC__PT_Q4_0)
+#define TBC__VP(T, FN)                                                                                               \
+    case T:                                                                                                        \
+        if (na >= TBC__VNA) tbc__v_pgemm(T, n, nw, na, (const uint8_t *)W, ldw, (const uint8_t *)A, lda, out, ldo); \
+        else FN(n, nw, na, W, ldw, A, lda, out, ldo);                                                              \
+        return 1;
+    TBC__VP(TBC_TYPE_Q4_0, tbc__gemm_q4_0_vpack)
+    TBC__VP(TBC_TYPE_Q4_1, tbc__gemm_q4_1_vpack)
+    TBC__VP(TBC_TYPE_Q5_0, tbc__gemm_q5_0_vpack)
+    TBC__VP(TBC_TYPE_Q5_1, tbc__gemm_q5_1_vpack)
+    TBC__VP(TBC_TYPE_Q8_0, tbc__gemm_q8_0_vpack)
+#undef TBC__VP
+#endif
+    default:
+        (void)n; (void)nw; (void)na; (void)W; (void)ldw; (void)A; (void)lda; (void)out; (void)ldo;
+        return 0;
+    }
+}
 
 // Best compiled product for type t (A in tbc__vec_dot_type(t)); returns 0 for a type without a product.
 static TBC__MAYBE_UNUSED int tbc__gemm(tbc_type t, int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw, const void *A,
@@ -7093,9 +7299,10 @@ static tbc_result tbc__session_alloc(tbc_session *s, tbc_error *err) {
         s->layers[l].k_cache = (uint8_t *)s->kv_mem + (size_t)(2 * l) * (size_t)cells * kd * elt;
         s->layers[l].v_cache = (uint8_t *)s->kv_mem + (size_t)(2 * l + 1) * (size_t)cells * kd * elt;
     }
-    // Largest activation conversion: n_batch rows of the widest input (dim, q heads, or ffn), in F32 worst case.
+    // Largest activation conversion: n_batch rows of the widest input (dim, q heads, or ffn), in F32 worst case
+    // (packed activations take 3 bytes a value, plus a last block pair).
     size_t widest = tbc__max_sz(d, tbc__max_sz(qd, ff));
-    s->act_bytes = (size_t)nb * (widest * 4 + 64);
+    s->act_bytes = (size_t)nb * (widest * 4 + 192);
     size_t nthreads = (size_t)s->pool.n_threads;
     float **bufs[] = {&s->x, &s->xn, &s->q, &s->k, &s->v, &s->att, &s->o, &s->gate, &s->up, &s->logits,
                       &s->logit_rows, &s->scores, &s->rope_cos, &s->rope_sin};
@@ -7300,7 +7507,8 @@ static void tbc__rmsnorm(float *out, const float *x, const float *w, int64_t n, 
 }
 
 typedef struct tbc__quant_job {
-    tbc_type type;
+    tbc_type type;          // the rows' type, or with packed the weight type they are packed for
+    int packed;
     const float *src;
     int64_t n;              // values per row
     size_t ld_src;          // floats between rows
@@ -7311,12 +7519,16 @@ typedef struct tbc__quant_job {
 static void tbc__quant_task(void *arg, int64_t b, int64_t e, int thread) {
     const tbc__quant_job *j = (const tbc__quant_job *)arg;
     (void)thread;
-    for (int64_t r = b; r < e; r++) tbc__quantize(j->type, j->src + (size_t)r * j->ld_src, j->dst + (size_t)r * j->ld_dst, j->n);
+    for (int64_t r = b; r < e; r++) {
+        if (j->packed) tbc__pack_act_row(j->type, j->src + (size_t)r * j->ld_src, j->dst + (size_t)r * j->ld_dst, j->n);
+        else tbc__quantize(j->type, j->src + (size_t)r * j->ld_src, j->dst + (size_t)r * j->ld_dst, j->n);
+    }
 }
 
 typedef struct tbc__mm_job {
     const tbc__mat *w;
     const uint8_t *a;
+    int packed;  // a holds packed activations (tbc__act_packed)
     size_t lda;
     int64_t na;
     float *out;
@@ -7326,32 +7538,40 @@ typedef struct tbc__mm_job {
 static void tbc__mm_task(void *arg, int64_t b, int64_t e, int thread) {
     const tbc__mm_job *j = (const tbc__mm_job *)arg;
     (void)thread;
-    tbc__gemm(j->w->type, j->w->cols, e - b, j->na, j->w->data + (size_t)b * j->w->ldw, j->w->ldw, j->a, j->lda,
-              j->out + b, j->ldo);
+    if (j->packed)
+        tbc__gemm_packed(j->w->type, j->w->cols, e - b, j->na, j->w->data + (size_t)b * j->w->ldw, j->w->ldw, j->a,
+                         j->lda, j->out + b, j->ldo);
+    else
+        tbc__gemm(j->w->type, j->w->cols, e - b, j->na, j->w->data + (size_t)b * j->w->ldw, j->w->ldw, j->a, j->lda,
+                  j->out + b, j->ldo);
 }
 
 // Converts n rows of x (ld floats apart) to the input type of w, once; `cached` remembers the last conversion.
 typedef struct tbc__act_cache {
     const float *src;
-    tbc_type type;
+    tbc_type type;  // as in tbc__quant_job
+    int packed;
     size_t lda;
 } tbc__act_cache;
 
 static void tbc__prepare(tbc_session *s, tbc__act_cache *c, const float *x, int64_t n, int64_t cols, size_t ld,
                          tbc_type wtype) {
-    tbc_type at = tbc__vec_dot_type(wtype);
-    if (c->src == x && c->type == at) return;
+    const int packed = tbc__act_packed(wtype);
+    const tbc_type at = packed ? wtype : tbc__vec_dot_type(wtype);
+    if (c->src == x && c->type == at && c->packed == packed) return;
     tbc__quant_job j;
     j.type = at;
+    j.packed = packed;
     j.src = x;
     j.n = cols;
     j.ld_src = ld;
     j.dst = (uint8_t *)s->act;
-    j.ld_dst = tbc__row_bytes(at, cols);
+    j.ld_dst = packed ? tbc__act_packed_bytes(wtype, cols) : tbc__row_bytes(at, cols);
     if (n == 1) tbc__quant_task(&j, 0, 1, 0);
     else tbc__pool_for(&s->pool, n, 1, tbc__quant_task, &j);
     c->src = x;
     c->type = at;
+    c->packed = packed;
     c->lda = j.ld_dst;
 }
 
@@ -7362,6 +7582,7 @@ static void tbc__matmul(tbc_session *s, tbc__act_cache *c, const tbc__mat *w, co
     tbc__mm_job j;
     j.w = w;
     j.a = (const uint8_t *)s->act;
+    j.packed = c->packed;
     j.lda = c->lda;
     j.na = n;
     j.out = out;

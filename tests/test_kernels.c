@@ -255,17 +255,17 @@ static double max_abs_row(const float *v, int64_t n) {
 static void test_gemm_type(tbc_type t) {
     const tbc_type at = tbc__vec_dot_type(t);
     const int blk = tbc__type_block(t);
-    const int nbs[] = {1, 3, 5, 7};
+    const int nbs[] = {1, 3, 5, 7, 35};  // 35 blocks: more than one K-block of the packed prefill product, odd
     const int fns[] = {1, 7, 16, 17, 33, 100, 161};
-    const int dims[] = {1, 3, 5, 7, 17};
+    const int dims[] = {1, 3, 5, 7, 17, 70};  // 70 activation rows: two chunks
     const int is_k = blk == 256;
-    int nsize = blk == 1 ? 7 : (is_k ? 2 : 4);
-    int fail_simd = 0, fail_float = 0, cases = 0;
+    int nsize = blk == 1 ? 7 : (is_k ? 2 : 5);
+    int fail_simd = 0, fail_float = 0, cases = 0, packed_cases = 0, fail_packed = 0;
     double worst_simd = 0, worst_float = 0;
     for (int si = 0; si < nsize; si++) {
         const int64_t n = blk == 1 ? fns[si] : (int64_t)nbs[si] * blk;
-        for (int wi = 0; wi < 5; wi++) for (int ai = 0; ai < 5; ai++) {
-            const int64_t nw = dims[wi], na = dims[(ai + wi) % 5];
+        for (int wi = 0; wi < 6; wi++) for (int ai = 0; ai < 6; ai++) {
+            const int64_t nw = dims[wi], na = dims[(ai + wi) % 6];
             const size_t rbw = tbc__row_bytes(t, n), rba = tbc__row_bytes(at, n);
             // strides larger than a row; odd extra bytes for our own types to test unaligned rows
             const size_t ldw = rbw + (is_k ? 4 : 2 * (size_t)wi + 1 + (wi & 1 ? 0 : 4)), lda = rba + (is_k ? 8 : 3 + 2 * (size_t)ai);
@@ -288,6 +288,18 @@ static void test_gemm_type(tbc_type t) {
             tbc__gemm_ref(t, n, nw, na, W, ldw, A, lda, o1, ldo);
             tbc__gemm(t, n, nw, na, W, ldw, A, lda, o2, ldo);
             cases++;
+            if (tbc__act_packed(t)) {  // activations packed once per row: the same products, bit for bit
+                const size_t ldp = tbc__act_packed_bytes(t, n) + 4 * (size_t)ai;
+                uint8_t *P = (uint8_t *)xmalloc(ldp * (size_t)na + 64);
+                float *o3 = (float *)xmalloc(ldo * (size_t)na * sizeof(float));
+                for (int64_t r = 0; r < na; r++) tbc__pack_act_row(t, xa + r * n, P + (size_t)r * ldp, n);
+                for (size_t i = 0; i < ldo * (size_t)na; i++) o3[i] = -12345.0f;
+                tbc__gemm_packed(t, n, nw, na, W, ldw, P, ldp, o3, ldo);
+                packed_cases++;
+                if (memcmp(o2, o3, ldo * (size_t)na * sizeof(float)) != 0) fail_packed++;
+                free(P);
+                free(o3);
+            }
             for (int64_t j = 0; j < na; j++) {
                 tbc__dequantize(at, A + (size_t)j * lda, da, n);
                 for (int64_t i = 0; i < nw; i++) {
@@ -314,6 +326,9 @@ static void test_gemm_type(tbc_type t) {
     }
     CHECK(fail_simd == 0, "gemm %s (%s) vs scalar reference: %d of %d cases x outputs beyond 2e-6 relative (worst %g)",
           tbc_type_name(t), TBC__SIMD_NAME, fail_simd, cases, worst_simd);
+    if (packed_cases)
+        CHECK(fail_packed == 0, "gemm %s with packed activations (%s) equals it with rows of %s, bit for bit: %d of %d differ",
+              tbc_type_name(t), TBC__SIMD_NAME, tbc_type_name(at), fail_packed, packed_cases);
     CHECK(fail_float == 0, "gemm %s vs float reference (dequantized W . dequantized A in double): %d beyond tolerance (worst %g)",
           tbc_type_name(t), fail_float, worst_float);
 }
