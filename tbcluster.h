@@ -2515,22 +2515,22 @@ TBC__K_REF(q6_K, 210)
                                          const tbc__##PFX##_w *wbuf, tbc__##PFX##_unpack_fn unpack, int has_off,      \
                                          int has_min) {                                                               \
         tbc__##PFX##_acc acc[TBC__K_RW][TBC__K_RA];                                                                    \
-        for (int r = 0; r < rw; r++)                                                                                   \
-            for (int c = 0; c < ra; c++) acc[r][c] = tbc__##PFX##_zero();                                              \
+        TBC__UNROLL for (int r = 0; r < rw; r++)                                                                       \
+            TBC__UNROLL for (int c = 0; c < ra; c++) acc[r][c] = tbc__##PFX##_zero();                                  \
         for (int64_t b = b0; b < b1; b++) {                                                                            \
             const tbc__block_q8_K *a[TBC__K_RA];                                                                       \
             tbc__##PFX##_y y[TBC__K_RA];                                                                               \
-            for (int c = 0; c < ra; c++) {                                                                             \
+            TBC__UNROLL for (int c = 0; c < ra; c++) {                                                                 \
                 a[c] = (const tbc__block_q8_K *)(const void *)(A + (size_t)c * lda) + b;                               \
                 if (has_min) y[c] = tbc__##PFX##_ymin(a[c]);                                                           \
                 else memset(&y[c], 0, sizeof y[c]);                                                                    \
             }                                                                                                          \
-            for (int r = 0; r < rw; r++) {                                                                             \
+            TBC__UNROLL for (int r = 0; r < rw; r++) {                                                                 \
                 tbc__##PFX##_w wl;                                                                                     \
                 const tbc__##PFX##_w *w = &wl;                                                                         \
                 if (wbuf) w = &wbuf[(size_t)r * TBC__K_KB + (size_t)(b - b0)];                                         \
                 else unpack(W + (size_t)r * ldw + (size_t)b * bs, &wl);                                                \
-                for (int c = 0; c < ra; c++) acc[r][c] = tbc__##PFX##_pair(w, a[c], &y[c], acc[r][c], has_off, has_min); \
+                TBC__UNROLL for (int c = 0; c < ra; c++) acc[r][c] = tbc__##PFX##_pair(w, a[c], &y[c], acc[r][c], has_off, has_min); \
             }                                                                                                          \
         }                                                                                                              \
         for (int r = 0; r < rw; r++)                                                                                   \
@@ -2752,7 +2752,7 @@ TBC__K_INLINE __m512 tbc__k512_pair(const tbc__k512_w *w, const tbc__block_q8_K 
                                     int has_off, int has_min) {
     const int8_t *q = a->qs;
     __m512i s = _mm512_madd_epi16(_mm512_maddubs_epi16(w->u[0], _mm512_loadu_si512((const void *)q)), w->s[0]);
-    for (int c = 1; c < 4; c++)
+    TBC__UNROLL for (int c = 1; c < 4; c++)
         s = tbc__k512_dpw(s, _mm512_maddubs_epi16(w->u[c], _mm512_loadu_si512((const void *)(q + 64 * c))), w->s[c]);
     if (has_off)
         s = tbc__k512_dpw(s, _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)a->bsums)), w->o);
@@ -3040,7 +3040,7 @@ TBC__K_INLINE __m256 tbc__k256_pair(const tbc__k256_w *w, const tbc__block_q8_K 
     // two independent integer chains halve the dependency latency
     __m256i s0 = _mm256_madd_epi16(_mm256_maddubs_epi16(w->u[0], tbc__k256_ld(q)), w->s[0]);
     __m256i s1 = _mm256_madd_epi16(_mm256_maddubs_epi16(w->u[1], tbc__k256_ld(q + 32)), w->s[1]);
-    for (int c = 2; c < 8; c += 2) {
+    TBC__UNROLL for (int c = 2; c < 8; c += 2) {
         s0 = tbc__k256_dpw(s0, _mm256_maddubs_epi16(w->u[c], tbc__k256_ld(q + 32 * c)), w->s[c]);
         s1 = tbc__k256_dpw(s1, _mm256_maddubs_epi16(w->u[c + 1], tbc__k256_ld(q + 32 * c + 32)), w->s[c + 1]);
     }
@@ -3230,7 +3230,7 @@ TBC__K_INLINE float tbc__kneon_hsum(float32x4_t v) { return vaddvq_f32(v); }
 TBC__K_INLINE float32x4_t tbc__kneon_pair(const tbc__kneon_w *w, const tbc__block_q8_K *a, const tbc__kneon_y *y,
                                           float32x4_t acc, int has_off, int has_min) {
     int32x4_t s = vdupq_n_s32(0);
-    for (int g = 0; g < 4; g++) {
+    TBC__UNROLL for (int g = 0; g < 4; g++) {
         int32x4_t d0 = tbc__kneon_dot16(w->u[4 * g + 0], vld1q_s8(a->qs + 64 * g));
         int32x4_t d1 = tbc__kneon_dot16(w->u[4 * g + 1], vld1q_s8(a->qs + 64 * g + 16));
         int32x4_t d2 = tbc__kneon_dot16(w->u[4 * g + 2], vld1q_s8(a->qs + 64 * g + 32));

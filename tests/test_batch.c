@@ -20,6 +20,9 @@ typedef struct run {
     uint64_t seed;
     volatile int cancel;
     int use_cancel;
+    int meet;      // at the first text, wait (at most 2 s) until another sequence is busy too
+    int met;
+    int busy_max;  // the most sequences seen busy from this call's callbacks
     char text[2048];
     size_t len;
     tbc_result rc;
@@ -29,6 +32,15 @@ typedef struct run {
 static int on_text(void *user, const char *text, size_t len, int32_t token) {
     run *r = (run *)user;
     (void)token;
+    for (int k = 0; k < 2000; k++) {
+        int busy = 0;
+        tbc_session_generation_load(r->s, &busy, NULL);
+        if (busy > r->busy_max) r->busy_max = busy;
+        if (!r->meet || r->met || busy >= 2) break;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    r->met = 1;
     if (r->len + len < sizeof r->text) {
         memcpy(r->text + r->len, text, len);
         r->len += len;
@@ -50,6 +62,8 @@ static void *run_main(void *arg) {
     if (r->use_cancel) gd.cancel = &r->cancel;
     r->len = 0;
     r->text[0] = 0;
+    r->met = 0;
+    r->busy_max = 0;
     r->rc = tbc_session_generate(r->s, &gd, &r->res);
     return NULL;
 }
@@ -121,6 +135,7 @@ int main(void) {
         for (int i = 0; i < 6; i++) {
             par[i] = alone[i][round];
             par[i].s = s;
+            par[i].meet = 1;
             pthread_create(&th[i], NULL, run_main, &par[i]);
         }
         int busy_seen = 0;
@@ -133,6 +148,7 @@ int main(void) {
             nanosleep(&ts, NULL);
         }
         for (int i = 0; i < 6; i++) pthread_join(th[i], NULL);
+        for (int i = 0; i < 6; i++) busy_seen = par[i].busy_max > busy_seen ? par[i].busy_max : busy_seen;
         for (int i = 0; i < 6; i++)
             CHECK(par[i].rc == TBC_OK && !strcmp(par[i].text, alone[i][round].text), "%s, 6 callers on 4 sequences: '%s' "
                   "as alone ('%s' vs '%s')", round ? "sampled" : "greedy", prompts[i], par[i].text, alone[i][round].text);
@@ -191,13 +207,18 @@ int main(void) {
         longr.temperature = waiter.temperature = 1.0f;
         longr.use_cancel = waiter.use_cancel = 1;
         pthread_t a, b;
-        pthread_create(&a, NULL, run_main, &longr);
-        struct timespec ts = {0, 20000000};
-        nanosleep(&ts, NULL);
-        pthread_create(&b, NULL, run_main, &waiter);
-        nanosleep(&ts, NULL);
         int busy = 0, waiting = 0;
-        tbc_session_generation_load(c1, &busy, &waiting);
+        struct timespec ts = {0, 1000000};
+        pthread_create(&a, NULL, run_main, &longr);
+        for (int k = 0; k < 5000 && busy < 1; k++) {  // (a loaded machine may take a while to start it)
+            nanosleep(&ts, NULL);
+            tbc_session_generation_load(c1, &busy, &waiting);
+        }
+        pthread_create(&b, NULL, run_main, &waiter);
+        for (int k = 0; k < 5000 && waiting < 1; k++) {
+            nanosleep(&ts, NULL);
+            tbc_session_generation_load(c1, &busy, &waiting);
+        }
         CHECK(busy == 1 && waiting == 1, "one generates, one waits (%d, %d)", busy, waiting);
         waiter.cancel = 1;
         pthread_join(b, NULL);
