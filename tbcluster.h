@@ -1313,48 +1313,14 @@ static TBC__INLINE void tbc__v_lda(int t, int two, const uint8_t *p, __m512i *a,
     *d = tbc__v_scales(perm, tbc__ld16(p), two ? tbc__ld16(p + abs_) : 0);
     if (q81) *s = tbc__v_scales(1, tbc__ld16(p + 2), two ? tbc__ld16(p + abs_ + 2) : 0);
 }
-static TBC__INLINE void tbc__v_step(int t, int NR, int NC, int two, const uint8_t *W, size_t ldw, const uint8_t *A,
-                                    size_t lda, __m512 acc[8][4]) {
-    __m512i a[4], neg[4];
-    __m512 da[4], sa[4];
-    TBC__UNROLL for (int c = 0; c < 4; c++) sa[c] = _mm512_setzero_ps();
-    TBC__UNROLL for (int c = 0; c < NC; c++) tbc__v_lda(t, two, A + (size_t)c * lda, &a[c], &neg[c], &da[c], &sa[c]);
-    TBC__UNROLL for (int r = 0; r < NR; r++) {
-        __m512i u;
-        __m512 dw, mw = _mm512_setzero_ps();
-        tbc__v_ldw(t, two, W + (size_t)r * ldw, &u, &dw, &mw);
-        TBC__UNROLL for (int c = 0; c < NC; c++) {
-            const __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(neg[c], u, a[c]));
-            acc[r][c] = _mm512_fmadd_ps(p, _mm512_mul_ps(dw, da[c]), acc[r][c]);
-            if (TBC__Q81(t)) acc[r][c] = _mm512_fmadd_ps(mw, sa[c], acc[r][c]);
-        }
-    }
-}
-static TBC__INLINE void tbc__v_qtile(int t, int NR, int NC, int64_t n, const uint8_t *W, size_t ldw,
-                                     const uint8_t *A, size_t lda, float *out, size_t ldo) {
-    const int wbs = TBC__WBS(t), abs_ = TBC__Q81(t) ? 36 : 34;
-    const int64_t nb = n / 32;
-    __m512 acc[8][4];
-    TBC__UNROLL for (int r = 0; r < 8; r++) TBC__UNROLL for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) tbc__v_step(t, NR, NC, 1, W + (size_t)b * wbs, ldw, A + (size_t)b * abs_, lda, acc);
-    if (b < nb) tbc__v_step(t, NR, NC, 0, W + (size_t)b * wbs, ldw, A + (size_t)b * abs_, lda, acc);
-    TBC__UNROLL for (int c = 0; c < NC; c++) TBC__UNROLL for (int r = 0; r < NR; r++)
-        out[(size_t)c * ldo + (size_t)r] = tbc__hsum16(acc[r][c]);
-}
-#define TBC__QT_Q4_0(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q4_0, NR, NC, __VA_ARGS__)
-#define TBC__QT_Q4_1(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q4_1, NR, NC, __VA_ARGS__)
-#define TBC__QT_Q5_0(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q5_0, NR, NC, __VA_ARGS__)
-#define TBC__QT_Q5_1(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q5_1, NR, NC, __VA_ARGS__)
-#define TBC__QT_Q8_0(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q8_0, NR, NC, __VA_ARGS__)
 
 // Packed activations: what tbc__v_lda makes of each pair of blocks, made once per activation row instead of once per
 // tile of weight rows. 192 bytes per pair: 64 quant bytes (permuted for nibble types), 16 int32 (-off * each lane's
 // byte sum; for Q8_1 activations, the 16 floats of the block sums instead), 16 float scales. A last odd block is
 // packed with an empty second half, as the tiles read it.
 #define TBC__VPACK 192
-static TBC__INLINE size_t tbc__vpack_bytes(int64_t n) { return (size_t)((n + 63) / 64) * TBC__VPACK; }
-static void tbc__vpack_row(tbc_type t, const float *x, uint8_t *dst, int64_t n) {
+static TBC__MAYBE_UNUSED size_t tbc__act_packed_bytes(int64_t n) { return (size_t)((n + 63) / 64) * TBC__VPACK; }
+static TBC__MAYBE_UNUSED void tbc__pack_act_row(tbc_type t, const float *x, uint8_t *dst, int64_t n) {
     const tbc_type at = TBC__Q81(t) ? TBC_TYPE_Q8_1 : TBC_TYPE_Q8_0;
     uint8_t q[2 * 36];
     for (int64_t i = 0; i < n; i += 64, dst += TBC__VPACK) {
@@ -1369,44 +1335,66 @@ static void tbc__vpack_row(tbc_type t, const float *x, uint8_t *dst, int64_t n) 
         _mm512_storeu_ps((void *)(dst + 128), d);
     }
 }
-static TBC__INLINE void tbc__v_pstep(int t, int NR, int NC, int two, const uint8_t *W, size_t ldw, const uint8_t *A,
-                                     size_t lda, __m512 acc[8][4]) {
+// One pair of blocks of a packed activation row.
+static TBC__INLINE void tbc__v_ldp(int t, const uint8_t *p, __m512i *a, __m512i *neg, __m512 *d, __m512 *s) {
+    *a = _mm512_loadu_si512((const void *)p);
+    *neg = TBC__Q81(t) ? _mm512_setzero_si512() : _mm512_loadu_si512((const void *)(p + 64));
+    *s = TBC__Q81(t) ? _mm512_loadu_ps((const void *)(p + 64)) : _mm512_setzero_ps();
+    *d = _mm512_loadu_ps((const void *)(p + 128));
+}
+// acc + the product of a weight row's pair of blocks (u, dw, mw) and an activation row's (a, neg, da, sa).
+static TBC__INLINE __m512 tbc__v_madd(int t, __m512i u, __m512 dw, __m512 mw, __m512i a, __m512i neg, __m512 da,
+                                      __m512 sa, __m512 acc) {
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(neg, u, a)), _mm512_mul_ps(dw, da), acc);
+    if (TBC__Q81(t)) acc = _mm512_fmadd_ps(mw, sa, acc);
+    return acc;
+}
+// One pair of blocks of an NR x NC tile; the activations are rows of Q8_0/Q8_1, or packed.
+static TBC__INLINE void tbc__v_step(int t, int packed, int NR, int NC, int two, const uint8_t *W, size_t ldw,
+                                    const uint8_t *A, size_t lda, __m512 acc[8][4]) {
     __m512i a[4], neg[4];
     __m512 da[4], sa[4];
+    TBC__UNROLL for (int c = 0; c < 4; c++) sa[c] = _mm512_setzero_ps();
     TBC__UNROLL for (int c = 0; c < NC; c++) {
-        const uint8_t *p = A + (size_t)c * lda;
-        a[c] = _mm512_loadu_si512((const void *)p);
-        neg[c] = TBC__Q81(t) ? _mm512_setzero_si512() : _mm512_loadu_si512((const void *)(p + 64));
-        sa[c] = TBC__Q81(t) ? _mm512_loadu_ps((const void *)(p + 64)) : _mm512_setzero_ps();
-        da[c] = _mm512_loadu_ps((const void *)(p + 128));
+        if (packed) tbc__v_ldp(t, A + (size_t)c * lda, &a[c], &neg[c], &da[c], &sa[c]);
+        else tbc__v_lda(t, two, A + (size_t)c * lda, &a[c], &neg[c], &da[c], &sa[c]);
     }
     TBC__UNROLL for (int r = 0; r < NR; r++) {
         __m512i u;
         __m512 dw, mw = _mm512_setzero_ps();
         tbc__v_ldw(t, two, W + (size_t)r * ldw, &u, &dw, &mw);
-        TBC__UNROLL for (int c = 0; c < NC; c++) {
-            const __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(neg[c], u, a[c]));
-            acc[r][c] = _mm512_fmadd_ps(p, _mm512_mul_ps(dw, da[c]), acc[r][c]);
-            if (TBC__Q81(t)) acc[r][c] = _mm512_fmadd_ps(mw, sa[c], acc[r][c]);
-        }
+        TBC__UNROLL for (int c = 0; c < NC; c++) acc[r][c] = tbc__v_madd(t, u, dw, mw, a[c], neg[c], da[c], sa[c], acc[r][c]);
     }
 }
-static TBC__INLINE void tbc__v_ptile(int t, int NR, int NC, int64_t n, const uint8_t *W, size_t ldw,
+static TBC__INLINE void tbc__v_qtile(int t, int packed, int NR, int NC, int64_t n, const uint8_t *W, size_t ldw,
                                      const uint8_t *A, size_t lda, float *out, size_t ldo) {
-    const int wbs = TBC__WBS(t);
+    const int wbs = TBC__WBS(t), abs_ = TBC__Q81(t) ? 36 : 34;
     const int64_t nb = n / 32;
     __m512 acc[8][4];
     TBC__UNROLL for (int r = 0; r < 8; r++) TBC__UNROLL for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
+#define TBC__VA(b) (A + (packed ? (size_t)((b) / 2) * TBC__VPACK : (size_t)(b) * abs_))
     int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) tbc__v_pstep(t, NR, NC, 1, W + (size_t)b * wbs, ldw, A + (size_t)(b / 2) * TBC__VPACK, lda, acc);
-    if (b < nb) tbc__v_pstep(t, NR, NC, 0, W + (size_t)b * wbs, ldw, A + (size_t)(b / 2) * TBC__VPACK, lda, acc);
+    for (; b + 2 <= nb; b += 2) tbc__v_step(t, packed, NR, NC, 1, W + (size_t)b * wbs, ldw, TBC__VA(b), lda, acc);
+    if (b < nb) tbc__v_step(t, packed, NR, NC, 0, W + (size_t)b * wbs, ldw, TBC__VA(b), lda, acc);  // half a pair
+#undef TBC__VA
     TBC__UNROLL for (int c = 0; c < NC; c++) TBC__UNROLL for (int r = 0; r < NR; r++)
         out[(size_t)c * ldo + (size_t)r] = tbc__hsum16(acc[r][c]);
 }
+#define TBC__QT_Q4_0(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q4_0, 0, NR, NC, __VA_ARGS__)
+#define TBC__QT_Q4_1(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q4_1, 0, NR, NC, __VA_ARGS__)
+#define TBC__QT_Q5_0(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q5_0, 0, NR, NC, __VA_ARGS__)
+#define TBC__QT_Q5_1(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q5_1, 0, NR, NC, __VA_ARGS__)
+#define TBC__QT_Q8_0(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q8_0, 0, NR, NC, __VA_ARGS__)
+#define TBC__PT_Q4_0(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q4_0, 1, NR, NC, __VA_ARGS__)
+#define TBC__PT_Q4_1(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q4_1, 1, NR, NC, __VA_ARGS__)
+#define TBC__PT_Q5_0(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q5_0, 1, NR, NC, __VA_ARGS__)
+#define TBC__PT_Q5_1(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q5_1, 1, NR, NC, __VA_ARGS__)
+#define TBC__PT_Q8_0(NR, NC, ...) tbc__v_qtile(TBC_TYPE_Q8_0, 1, NR, NC, __VA_ARGS__)
+
 // Prefill (TBC__VNA or more activation rows): each tile of weight rows is unpacked once per chunk of activation
 // rows, TBC__VKB block pairs at a time, and every activation tile of the chunk runs over the unpacked pairs. The
 // accumulators wait in memory between pairs, so each output sees the same operations in the same order as in
-// tbc__v_ptile: prefill, decode and any batch size give the same bits.
+// tbc__v_qtile: prefill, decode and any batch size give the same bits.
 #define TBC__VNA 8
 #define TBC__VKB 16
 typedef struct tbc__vw {
@@ -1420,20 +1408,12 @@ static TBC__INLINE void tbc__v_pblock(int t, int NR, int NC, const tbc__vw *wb, 
     for (int64_t p = 0; p < np; p++) {
         __m512i a[4], neg[4];
         __m512 da[4], sa[4];
-        TBC__UNROLL for (int c = 0; c < NC; c++) {
-            const uint8_t *q = A + (size_t)c * lda + (size_t)p * TBC__VPACK;
-            a[c] = _mm512_loadu_si512((const void *)q);
-            neg[c] = TBC__Q81(t) ? _mm512_setzero_si512() : _mm512_loadu_si512((const void *)(q + 64));
-            sa[c] = TBC__Q81(t) ? _mm512_loadu_ps((const void *)(q + 64)) : _mm512_setzero_ps();
-            da[c] = _mm512_loadu_ps((const void *)(q + 128));
-        }
+        TBC__UNROLL for (int c = 0; c < NC; c++)
+            tbc__v_ldp(t, A + (size_t)c * lda + (size_t)p * TBC__VPACK, &a[c], &neg[c], &da[c], &sa[c]);
         TBC__UNROLL for (int r = 0; r < NR; r++) {
             const tbc__vw *w = &wb[(size_t)r * TBC__VKB + (size_t)p];
-            TBC__UNROLL for (int c = 0; c < NC; c++) {
-                const __m512 d = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(neg[c], w->u, a[c]));
-                acc[r][c] = _mm512_fmadd_ps(d, _mm512_mul_ps(w->d, da[c]), acc[r][c]);
-                if (TBC__Q81(t)) acc[r][c] = _mm512_fmadd_ps(w->m, sa[c], acc[r][c]);
-            }
+            TBC__UNROLL for (int c = 0; c < NC; c++)
+                acc[r][c] = tbc__v_madd(t, w->u, w->d, w->m, a[c], neg[c], da[c], sa[c], acc[r][c]);
         }
     }
     TBC__UNROLL for (int r = 0; r < NR; r++) TBC__UNROLL for (int c = 0; c < NC; c++) accm[r][c] = acc[r][c];
@@ -1488,11 +1468,6 @@ static TBC__INLINE void tbc__v_pgemm(int t, int64_t n, int64_t nw, int64_t na, c
         }
     }
 }
-#define TBC__PT_Q4_0(NR, NC, ...) tbc__v_ptile(TBC_TYPE_Q4_0, NR, NC, __VA_ARGS__)
-#define TBC__PT_Q4_1(NR, NC, ...) tbc__v_ptile(TBC_TYPE_Q4_1, NR, NC, __VA_ARGS__)
-#define TBC__PT_Q5_0(NR, NC, ...) tbc__v_ptile(TBC_TYPE_Q5_0, NR, NC, __VA_ARGS__)
-#define TBC__PT_Q5_1(NR, NC, ...) tbc__v_ptile(TBC_TYPE_Q5_1, NR, NC, __VA_ARGS__)
-#define TBC__PT_Q8_0(NR, NC, ...) tbc__v_ptile(TBC_TYPE_Q8_0, NR, NC, __VA_ARGS__)
 
 #elif defined(TBC__AVX2)
 // One block per 256-bit register, natural element order. Unsigned weights u = q + off (nibble types) meet signed
@@ -1685,41 +1660,15 @@ TBC__GEMM_DRIVER(tbc__gemm_q5_1_vpack, TBC__PT_Q5_1)
 TBC__GEMM_DRIVER(tbc__gemm_q8_0_vpack, TBC__PT_Q8_0)
 #endif
 
-// Whether the product for weight type t takes packed activations (tbc__pack_act_row) rather than rows of
-// tbc__vec_dot_type(t): the AVX-512 VNNI tiles of the 32-element block types.
+// Packed activations (tbc__pack_act_row, tbc__act_packed_bytes) for the AVX-512 VNNI tiles of the 32-value block
+// types: whether weight type t takes them rather than rows of tbc__vec_dot_type(t), and its product with them.
+#if defined(TBC__PT_Q4_0)
 static TBC__MAYBE_UNUSED int tbc__act_packed(tbc_type t) {
-#if defined(TBC__PT_Q4_0)
     return t == TBC_TYPE_Q4_0 || t == TBC_TYPE_Q4_1 || t == TBC_TYPE_Q5_0 || t == TBC_TYPE_Q5_1 || t == TBC_TYPE_Q8_0;
-#else
-    (void)t;
-    return 0;
-#endif
 }
-// Bytes of a row of n activations packed for weight type t (tbc__act_packed(t)); 0 when it does not pack.
-static TBC__MAYBE_UNUSED size_t tbc__act_packed_bytes(tbc_type t, int64_t n) {
-#if defined(TBC__PT_Q4_0)
-    return tbc__act_packed(t) ? tbc__vpack_bytes(n) : 0;
-#else
-    (void)t;
-    (void)n;
-    return 0;
-#endif
-}
-static TBC__MAYBE_UNUSED void tbc__pack_act_row(tbc_type t, const float *x, uint8_t *dst, int64_t n) {
-#if defined(TBC__PT_Q4_0)
-    tbc__vpack_row(t, x, dst, n);
-#else
-    (void)t;
-    (void)x;
-    (void)dst;
-    (void)n;
-#endif
-}
-// The product for weight type t with packed activations; 0 when t does not pack.
 static TBC__MAYBE_UNUSED int tbc__gemm_packed(tbc_type t, int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw,
                                               const void *A, size_t lda, float *out, size_t ldo) {
     switch (t) {
-#if defined(TBC__PT_Q4_0)
 #define TBC__VP(T, FN)                                                                                               \
     case T:                                                                                                        \
         if (na >= TBC__VNA) tbc__v_pgemm(T, n, nw, na, (const uint8_t *)W, ldw, (const uint8_t *)A, lda, out, ldo); \
@@ -1731,12 +1680,21 @@ static TBC__MAYBE_UNUSED int tbc__gemm_packed(tbc_type t, int64_t n, int64_t nw,
     TBC__VP(TBC_TYPE_Q5_1, tbc__gemm_q5_1_vpack)
     TBC__VP(TBC_TYPE_Q8_0, tbc__gemm_q8_0_vpack)
 #undef TBC__VP
-#endif
-    default:
-        (void)n; (void)nw; (void)na; (void)W; (void)ldw; (void)A; (void)lda; (void)out; (void)ldo;
-        return 0;
+    default: return 0;
     }
 }
+#else  // this build has no packed product: tbc__prepare never packs
+static TBC__MAYBE_UNUSED int tbc__act_packed(tbc_type t) { (void)t; return 0; }
+static TBC__MAYBE_UNUSED size_t tbc__act_packed_bytes(int64_t n) { (void)n; return 0; }
+static TBC__MAYBE_UNUSED void tbc__pack_act_row(tbc_type t, const float *x, uint8_t *dst, int64_t n) {
+    (void)t, (void)x, (void)dst, (void)n;
+}
+static TBC__MAYBE_UNUSED int tbc__gemm_packed(tbc_type t, int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw,
+                                              const void *A, size_t lda, float *out, size_t ldo) {
+    (void)t, (void)n, (void)nw, (void)na, (void)W, (void)ldw, (void)A, (void)lda, (void)out, (void)ldo;
+    return 0;
+}
+#endif
 
 // Best compiled product for type t (A in tbc__vec_dot_type(t)); returns 0 for a type without a product.
 static TBC__MAYBE_UNUSED int tbc__gemm(tbc_type t, int64_t n, int64_t nw, int64_t na, const void *W, size_t ldw, const void *A,
@@ -7566,7 +7524,7 @@ static void tbc__prepare(tbc_session *s, tbc__act_cache *c, const float *x, int6
     j.n = cols;
     j.ld_src = ld;
     j.dst = (uint8_t *)s->act;
-    j.ld_dst = packed ? tbc__act_packed_bytes(wtype, cols) : tbc__row_bytes(at, cols);
+    j.ld_dst = packed ? tbc__act_packed_bytes(cols) : tbc__row_bytes(at, cols);
     if (n == 1) tbc__quant_task(&j, 0, 1, 0);
     else tbc__pool_for(&s->pool, n, 1, tbc__quant_task, &j);
     c->src = x;

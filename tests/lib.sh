@@ -44,29 +44,18 @@ use_model() {
     build/mkmodel --shape tiny --type q8_0 --seed 3 -o "$model" >/dev/null 2>&1 || { bad "build/mkmodel makes a model"; finish; }
 }
 
-# waits_for_port PID LOG SED-EXPRESSION: the port LOG names (the expression prints it) once it does, else "" when PID
-# has exited or 20 s passed
-waits_for_port() {
-    local p
-    for _ in $(seq 400); do
-        p="$(sed -n "$3" "$2" 2>/dev/null | head -n 1)"
-        [ -n "$p" ] && { echo "$p"; return 0; }
-        kill -0 "$1" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
+. tools/ports.sh
 start_node() {
     local name="$1"
     shift
     build/node --listen 127.0.0.1:0 "$@" 2>"$tmp/$name.log" &
     pids+=($!)
-    node_port="$(waits_for_port $! "$tmp/$name.log" 's/.*listening on .*(port \([0-9]*\)).*/\1/p')"
+    node_port="$(port_of_node $! "$tmp/$name.log" 20)"
 }
 start_server() {
     local name="$1"
     shift
     build/server -m "$model" --port 0 "$@" 2>"$tmp/$name.log" &
     pids+=($!)
-    server_port="$(waits_for_port $! "$tmp/$name.log" 's|^server: listening on http://[^ ]*:\([0-9]*\) .*|\1|p')"
+    server_port="$(port_of_server $! "$tmp/$name.log" 20)"
 }

@@ -29,17 +29,23 @@ typedef struct run {
     tbc_generate_result res;
 } run;
 
-static int on_text(void *user, const char *text, size_t len, int32_t token) {
-    run *r = (run *)user;
-    (void)token;
-    for (int k = 0; k < 2000; k++) {
-        int busy = 0;
-        tbc_session_generation_load(r->s, &busy, NULL);
-        if (busy > r->busy_max) r->busy_max = busy;
-        if (!r->meet || r->met || busy >= 2) break;
+// Polls s every millisecond, for at most ms, until at least `busy` sequences are busy and `waiting` callers wait
+// (a loaded machine may take a while to start a thread); raises *seen to each busy count seen. Whether it got there.
+static int load_reaches(tbc_session *s, int busy, int waiting, int ms, int *seen) {
+    for (int k = 0;; k++) {
+        int b = 0, w = 0;
+        tbc_session_generation_load(s, &b, &w);
+        if (seen && b > *seen) *seen = b;
+        if ((b >= busy && w >= waiting) || k >= ms) return b >= busy && w >= waiting;
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
+}
+
+static int on_text(void *user, const char *text, size_t len, int32_t token) {
+    run *r = (run *)user;
+    (void)token;
+    load_reaches(r->s, r->meet && !r->met ? 2 : 0, 0, 2000, &r->busy_max);
     r->met = 1;
     if (r->len + len < sizeof r->text) {
         memcpy(r->text + r->len, text, len);
@@ -68,13 +74,15 @@ static void *run_main(void *arg) {
     return NULL;
 }
 
-static tbc_session *open_session(tbc_model *m, int n_seq, int n_ctx) {
+// A session of n_seq sequences of n_ctx each (n_batch 0: the default), or NULL.
+static tbc_session *open_session(tbc_model *m, int n_seq, int n_ctx, int n_batch, int n_threads) {
     tbc_session_desc sd;
     memset(&sd, 0, sizeof sd);
     sd.model = m;
     sd.n_ctx = n_ctx;
     sd.n_seq = n_seq;
-    sd.n_threads = 2;
+    sd.n_batch = n_batch;
+    sd.n_threads = n_threads;
     tbc_session *s = NULL;
     tbc_session_create(&sd, &s);
     return s;
@@ -104,7 +112,7 @@ int main(void) {
 
     // each prompt alone (greedy, and sampled with a seed), one sequence
     static run alone[6][2];
-    tbc_session *one = open_session(m, 1, 256);
+    tbc_session *one = open_session(m, 1, 256, 0, 2);
     CHECK(one != NULL, "a one-sequence session");
     for (int i = 0; i < 6 && one; i++) {
         for (int k = 0; k < 2; k++) {
@@ -127,7 +135,7 @@ int main(void) {
     tbc_session_destroy(one);
 
     // 4 sequences, 6 threads at once, each twice (greedy and seeded): every text equals its text alone
-    tbc_session *s = open_session(m, 4, 256);
+    tbc_session *s = open_session(m, 4, 256, 0, 2);
     CHECK(s != NULL && tbc_session_n_seq(s) == 4, "a four-sequence session");
     for (int round = 0; round < 2 && s; round++) {
         static run par[6];
@@ -196,7 +204,7 @@ int main(void) {
     tbc_session_destroy(s);
 
     // cancel: a caller waiting for the only sequence gives up (TBC_ERR_CANCELLED), the one generating stops
-    tbc_session *c1 = open_session(m, 1, 4096);
+    tbc_session *c1 = open_session(m, 1, 4096, 0, 2);
     if (c1) {
         static run longr, waiter;
         memset(&longr, 0, sizeof longr);
@@ -207,18 +215,12 @@ int main(void) {
         longr.temperature = waiter.temperature = 1.0f;
         longr.use_cancel = waiter.use_cancel = 1;
         pthread_t a, b;
-        int busy = 0, waiting = 0;
-        struct timespec ts = {0, 1000000};
         pthread_create(&a, NULL, run_main, &longr);
-        for (int k = 0; k < 5000 && busy < 1; k++) {  // (a loaded machine may take a while to start it)
-            nanosleep(&ts, NULL);
-            tbc_session_generation_load(c1, &busy, &waiting);
-        }
+        load_reaches(c1, 1, 0, 5000, NULL);
         pthread_create(&b, NULL, run_main, &waiter);
-        for (int k = 0; k < 5000 && waiting < 1; k++) {
-            nanosleep(&ts, NULL);
-            tbc_session_generation_load(c1, &busy, &waiting);
-        }
+        load_reaches(c1, 1, 1, 5000, NULL);
+        int busy = 0, waiting = 0;
+        tbc_session_generation_load(c1, &busy, &waiting);
         CHECK(busy == 1 && waiting == 1, "one generates, one waits (%d, %d)", busy, waiting);
         waiter.cancel = 1;
         pthread_join(b, NULL);
@@ -235,14 +237,7 @@ int main(void) {
     }
     // cancel while a long prompt is read (one row per batch, so thousands of batches): it stops between batches, with
     // part of the prompt read
-    tbc_session_desc sd;
-    memset(&sd, 0, sizeof sd);
-    sd.model = m;
-    sd.n_ctx = 8192;
-    sd.n_batch = 1;
-    sd.n_threads = 1;
-    tbc_session *c2 = NULL;
-    tbc_session_create(&sd, &c2);
+    tbc_session *c2 = open_session(m, 1, 8192, 1, 1);
     if (c2) {
         static char longp[80000];
         static run pr;

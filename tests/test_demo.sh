@@ -23,7 +23,8 @@ rc=$?
 grep -q '== assistant: .\+' "$tmp/out1" && grep -q '== [0-9]\+ tokens in [0-9.]\+ s: [0-9.]\+ tokens/s' "$tmp/out1"
 check $? "the answer streams, then its speed: $(grep '== [0-9]* tokens' "$tmp/out1")"
 grep -q 'cluster ready: 3 nodes' "$tmp/out1"; check $? "two nodes and the server: $(grep 'cluster ready' "$tmp/out1")"
-port="$(sed -n 's|.*open http://127.0.0.1:\([0-9]*\)/ .*|\1|p' "$tmp/out1" | head -n 1)"
+page_port() { sed -n 's|.*open http://127.0.0.1:\([0-9]*\)/ .*|\1|p' "$1" | head -n 1; }  # what the demo printed
+port="$(page_port "$tmp/out1")"
 [ -n "$port" ]; check $? "the page's address is printed (the server took port ${port:-?})"
 code="$(curl -s -o "$tmp/page" -w '%{http_code}' "127.0.0.1:$port/")"
 [ "$code" = 200 ] && grep -qi '<html' "$tmp/page"; check $? "the server keeps running after the demo: GET / is $code"
@@ -44,7 +45,7 @@ rc=$?
 check $? "offline: it says so and runs a model made by mkmodel (exit $rc)"
 [ "$rc" -eq 0 ] || tail -n 20 "$tmp/out3"
 
-port="$(sed -n 's|.*open http://127.0.0.1:\([0-9]*\)/ .*|\1|p' "$tmp/out3" | head -n 1)"
+port="$(page_port "$tmp/out3")"
 left="$(cat "$DEMO_DIR/pids" 2>/dev/null)"
 bash tools/demo.sh stop >/dev/null 2>&1
 alive=0

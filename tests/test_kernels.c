@@ -289,7 +289,7 @@ static void test_gemm_type(tbc_type t) {
             tbc__gemm(t, n, nw, na, W, ldw, A, lda, o2, ldo);
             cases++;
             if (tbc__act_packed(t)) {  // activations packed once per row: the same products, bit for bit
-                const size_t ldp = tbc__act_packed_bytes(t, n) + 4 * (size_t)ai;
+                const size_t ldp = tbc__act_packed_bytes(n) + 4 * (size_t)ai;
                 uint8_t *P = (uint8_t *)xmalloc(ldp * (size_t)na + 64);
                 float *o3 = (float *)xmalloc(ldo * (size_t)na * sizeof(float));
                 for (int64_t r = 0; r < na; r++) tbc__pack_act_row(t, xa + r * n, P + (size_t)r * ldp, n);

@@ -10,12 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int g_pass, g_fail;
-#define CHECK(cond, ...)                                                                                               \
-    do {                                                                                                               \
-        if (cond) g_pass++;                                                                                            \
-        else { g_fail++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); }              \
-    } while (0)
+#include "check.h"
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 static uint32_t rnd_u32(void) {
@@ -470,6 +465,6 @@ int main(void) {
     // larger than one prefill chunk of blocks (TBC__K_KB) and a non-multiple of the weight tile
     for (int ti = 0; ti < 5; ti++) test_gemm(&g_types[ti], 19, 11, 21, seed++);
     test_fixtures();
-    printf("test_kernels_k: %d passed, %d failed\n", g_pass, g_fail);
-    return g_fail != 0;
+    printf("test_kernels_k: %d passed, %d failed\n", passed, failed);
+    return failed != 0;
 }

@@ -102,8 +102,8 @@ code="$(curl -s -m 20 -o /dev/null -w '%{http_code}' "$url/v1/completions" -d '{
 # --parallel 2: two requests decode together (both stream before either ends), a third waits for a sequence
 # (--queue 1), a fourth gets 503; /cluster and /metrics count them; a client that goes away frees its sequence
 start parallel --parallel 2 --queue 1 --ctx 60000
-pport="$port"
 check $? "a server with --parallel 2 --queue 1 starts"
+pport="$port"
 purl="http://localhost:$pport"
 clients=()
 for i in 1 2 3; do
@@ -171,8 +171,8 @@ code="$(curl -s -o /dev/null -w '%{http_code}' "$purl/v1/completions" -d '{"prom
 
 # API keys
 start key --api-key s3cret
-kport="$port"
 check $? "a server with an API key starts"
+kport="$port"
 expect 401 "no key" "http://localhost:$kport/v1/models"
 code="$(curl -s -o /dev/null -w '%{http_code}' "http://localhost:$kport/health")"
 [ "$code" = 200 ]; check $? "GET /health needs no key (probes): $code"
@@ -183,8 +183,8 @@ code="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer s3cret"
 # a 2-node cluster behind the server: the same greedy answer as one node
 start_node node -t 1 -m "$model"
 start cluster --peers "127.0.0.1:$node_port" --split tensor
-cport="$port"
 check $? "a server over a 2-node cluster starts"
+cport="$port"
 c="$(curl -s "http://localhost:$cport/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":12,"temperature":0}' | sed 's/.*"text":"\([^"]*\)".*/\1/')"
 [ -n "$c" ] && [ "$c" = "$text_whole" ]; check $? "the cluster's greedy answer equals one node's: '$c'"
 

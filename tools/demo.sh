@@ -11,6 +11,7 @@
 # `tools/demo.sh stop` (make demo-stop) stops what an earlier run left running.
 set -u
 cd "$(dirname "$0")/.."
+. tools/ports.sh
 
 DEMO_DIR="${DEMO_DIR:-build/demo}"
 # The default model: Qwen2.5-0.5B-Instruct (Apache-2.0), Q4_K_M, about 400 MB, from Qwen's own GGUF repository.
@@ -74,22 +75,12 @@ chmod 600 "$DEMO_DIR/cluster.key"
 : >"$DEMO_DIR/pids"
 started() { echo "$1" >>"$DEMO_DIR/pids"; }
 # The nodes take ports the system picks (each prints its own); the server takes DEMO_PORT (0: any free port).
-port_in() {  # port_in PID LOG SED-EXPRESSION: the port LOG names, waiting while PID runs (at most 60 s)
-    for _ in $(seq 600); do
-        local p
-        p="$(sed -n "$3" "$2" 2>/dev/null | head -n 1)"
-        [ -n "$p" ] && { echo "$p"; return 0; }
-        kill -0 "$1" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
 peers=""
 for i in 1 2; do
     setsid build/node --listen 127.0.0.1:0 -m "$model" --key-file "$DEMO_DIR/cluster.key" -t 1 \
         >"$DEMO_DIR/node-$i.log" 2>&1 </dev/null &
     started $!
-    p="$(port_in $! "$DEMO_DIR/node-$i.log" 's/.*listening on .*(port \([0-9]*\)).*/\1/p')" ||
+    p="$(port_of_node $! "$DEMO_DIR/node-$i.log" 60)" ||
         { tail -n 20 "$DEMO_DIR/node-$i.log" >&2; stop; die "node $i did not start"; }
     peers="$peers${peers:+,}127.0.0.1:$p"
 done
@@ -99,7 +90,7 @@ server=$!
 started "$server"
 echo "== two nodes (${peers//,/ and }) and the server over $model"
 # loading and planning take a few seconds for a big model
-PORT="$(port_in "$server" "$DEMO_DIR/server.log" 's|^server: listening on http://[^ ]*:\([0-9]*\) .*|\1|p')" ||
+PORT="$(port_of_server "$server" "$DEMO_DIR/server.log" 60)" ||
     { tail -n 20 "$DEMO_DIR/server.log" >&2; stop; die "the server did not start"; }
 curl -sf "127.0.0.1:$PORT/health" >/dev/null 2>&1 || { stop; die "the server on port $PORT does not answer"; }
 grep -h "cluster ready" "$DEMO_DIR/server.log" | head -n 1 | sed "s/^tbc: info: /== /"
